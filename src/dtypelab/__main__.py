@@ -1,0 +1,3 @@
+from dtypelab.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Tables and plots (Markdown + self-contained HTML). Imports its heavy dependencies lazily."""
