@@ -44,7 +44,7 @@ class IndexedFormat(Format):
         return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Codebook(IndexedFormat):
     """``codebook(v1,v2,...)``: 2 to 65,536 distinct finite values."""
 
@@ -63,7 +63,7 @@ class Codebook(IndexedFormat):
         return "codebook(" + ",".join(repr(float(v)) for v in self.entries) + ")"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class NF4(IndexedFormat):
     """QLoRA's 4-bit NormalFloat: 16 values in [-1, 1], used with an absmax scale."""
 
@@ -74,7 +74,7 @@ class NF4(IndexedFormat):
         return "nf4"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DynamicTree(IndexedFormat):
     """DT(n), n in 3..8: bitsandbytes' ``create_dynamic_map(signed=True, max_exponent_bits=n-1, total_bits=n)``.
 

@@ -17,7 +17,7 @@ import numpy as np
 from dtypelab.formats.base import Format
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Integer(Format):
     """``n``-bit integer, signed (two's complement codes) or unsigned; n in 2..16."""
 

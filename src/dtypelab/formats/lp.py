@@ -39,7 +39,7 @@ from dtypelab.kernels.table import DOWN, UP, RoundingTable
 _PRECISION = 60  # decimal digits used to round 2^q and to compare against it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LogPosit(Format):
     """lp(n, es, rs, sf): n in 3..16, es in 0..4, rs in 1..n-1, sf a real scale (log2) factor."""
 

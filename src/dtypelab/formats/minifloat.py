@@ -26,7 +26,7 @@ IEEE, FN, FINITE = "ieee", "fn", "finite"
 OCP_FINITE = {(4, 3): FN, (3, 2): FINITE, (2, 3): FINITE, (2, 1): FINITE}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Minifloat(Format):
     """Sign, ``e`` exponent bits, ``m`` mantissa bits; ``kind`` is ieee, fn (OCP E4M3) or finite."""
 

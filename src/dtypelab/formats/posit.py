@@ -22,7 +22,7 @@ from dtypelab.kernels.engine import PositEngine
 from dtypelab.kernels.table import DOWN, UP, RoundingTable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Posit(Format):
     """posit(n, es): n in 2..32, es in 0..4. NaR is NaN; ±inf become NaR."""
 

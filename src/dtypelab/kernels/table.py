@@ -18,8 +18,8 @@ is read directly; otherwise a binary search over the few thresholds inside the b
 Example:
     >>> import numpy as np
     >>> t = RoundingTable.from_midpoints(np.array([-1.0, 0.0, 1.0]), np.array([2, 0, 1]))
-    >>> t.reference_index(np.array([-0.5, 0.5, 0.7, 3.0])).tolist()   # -0.5 ties to the even code 0
-    [1, 0, 2, 2]
+    >>> t.reference_index(np.array([-0.5, 0.5, 0.7, 3.0])).tolist()  # both ties go to 0.0, the even code
+    [1, 1, 2, 2]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Example:
     >>> print(format_table(["e2m1"]).splitlines()[2])
-    | e2m1   |    4 |   6 |          0.5 |     1.08 |              2 |
+    | e2m1   |    4 |   6 |          0.5 |    1.08 |                 3 |
 """
 
 from __future__ import annotations
