@@ -1,0 +1,167 @@
+"""Scale rules: one scale per row of grouped values, with ``x ≈ Q(x / s) * s``.
+
+Every rule takes rows ``[groups, size]`` (float64) and the element range, and returns ``s`` of shape
+``[groups]``. An all-zero row gets ``s = 1`` (except ``mx``, which follows the OCP spec).
+
+* ``none`` — ``s = 1``.
+* ``absmax`` — the row's max |x| maps to the format's max (1.0 for NF4 / DT).
+* ``pow2`` — the lab's power-of-two observer done right: ``s = 2^k``, ``k = ceil(log2(absmax / max))``
+  (the smallest power of two that clips nothing), clamped to ``[-POW2_SHIFT, POW2_SHIFT]``. (Seed 004
+  clamps ``log2`` without rounding it, so its "power of two" scale is not one.)
+* ``log2-hist`` — PositTune (a): a 100-bin histogram of ``log2|x|`` over its [min, max]; ``s = 2^c`` with ``c``
+  the centre of the fullest bin (not rounded). Exact zeros are left out (with PositTune's ``log2(|x|+eps)``
+  the zeros of a ReLU output would form the fullest bin).
+* ``log2-energy`` — PositTune (c): ``s = 2^round(Σx² log2|x| / Σx²)``.
+* ``sqnr`` — PositTune (b): ``s = 2^-k`` for the ``k`` in ``[-5, 4]`` of highest SQNR (first on ties).
+* ``mse`` — clipping search: ``s = r * absmax / max`` for the ``r`` in ``linspace(1, 0.2, 41)`` of lowest MSE.
+* ``mx`` — OCP Microscaling: shared ``X = 2^(floor(log2 absmax) - emax)``, ``emax = floor(log2 max)`` of the
+  element format, exponent clamped to >= -127 and NaN above 127; an all-zero block uses absmax = 2^-126.
+  Integer elements are fixed point (MXINT8: k/64), so ``s = X * 2^-(n-2)``. The result is already E8M0-exact.
+
+Example:
+    >>> import torch
+    >>> rows = torch.tensor([[0.5, -3.0, 1.0]], dtype=torch.float64)
+    >>> RULES["pow2"](rows, ElementRange(127.0), None).tolist()   # 3/127 -> 2^-5
+    [0.03125]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from dtypelab.formats import Format
+
+POW2_SHIFT = 24
+SQNR_EXPONENTS = range(-5, 5)
+MSE_RATIOS = torch.linspace(1.0, 0.2, 41, dtype=torch.float64)
+HIST_BINS = 100
+MX_ELEMENTS = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8")
+
+
+@dataclass(frozen=True)
+class ElementRange:
+    """The symmetric range a scale maps onto, the affine zero point (unsigned integer formats), and for MX
+    the element's largest binade ``emax`` and fixed-point ``unit`` (MXINT8 elements are k/64: unit 2^-6)."""
+
+    max: float
+    zero_point: float = 0.0
+    unit: float = 1.0
+
+    @property
+    def emax(self) -> int:
+        return math.floor(math.log2(self.max * self.unit))
+
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]  # rows/s -> Q(rows/s), for rules that search
+Rule = Callable[[torch.Tensor, ElementRange, "Quantizer | None"], torch.Tensor]
+RULES: dict[str, Rule] = {}
+
+
+def rule(name: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES[name] = fn
+        return fn
+
+    return register
+
+
+def _absmax(rows: torch.Tensor) -> torch.Tensor:
+    return rows.abs().amax(dim=1)
+
+
+def _nonzero_or_one(s: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    return torch.where(amax > 0, s, torch.ones_like(s))
+
+
+@rule("none")
+def _none(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    return torch.ones(rows.shape[0], dtype=rows.dtype, device=rows.device)
+
+
+@rule("absmax")
+def _absmax_rule(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    amax = _absmax(rows)
+    return _nonzero_or_one(amax / rng.max, amax)
+
+
+@rule("pow2")
+def _pow2(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    amax = _absmax(rows)
+    k = torch.ceil(torch.log2(amax / rng.max)).clamp(-POW2_SHIFT, POW2_SHIFT)
+    return _nonzero_or_one(torch.exp2(k), amax)
+
+
+@rule("log2-hist")
+def _log2_hist(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    nonzero = rows != 0
+    logs = torch.log2(torch.where(nonzero, rows.abs(), torch.ones_like(rows)))
+    lo = torch.where(nonzero, logs, torch.full_like(logs, math.inf)).amin(dim=1, keepdim=True)
+    hi = torch.where(nonzero, logs, torch.full_like(logs, -math.inf)).amax(dim=1, keepdim=True)
+    any_nonzero = nonzero.any(dim=1, keepdim=True)
+    lo = torch.where(any_nonzero, lo, torch.zeros_like(lo))
+    hi = torch.where(any_nonzero, hi, torch.zeros_like(hi))
+    width = (hi - lo) / HIST_BINS
+    safe_width = torch.where(width > 0, width, torch.ones_like(width))
+    bins = ((logs - lo) / safe_width).floor().clamp(0, HIST_BINS - 1).long()
+    counts = torch.zeros(rows.shape[0], HIST_BINS, dtype=torch.long, device=rows.device)
+    counts.scatter_add_(1, bins, nonzero.long())
+    fullest = counts.argmax(dim=1, keepdim=True)  # first of equal maxima, like torch.histc + argmax
+    centre = lo + (fullest + 0.5) * width
+    return torch.exp2(centre.squeeze(1)).where(any_nonzero.squeeze(1), torch.ones_like(centre.squeeze(1)))
+
+
+@rule("log2-energy")
+def _log2_energy(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    sq = rows * rows
+    logs = torch.log2(torch.where(rows != 0, rows.abs(), torch.ones_like(rows)))
+    energy = sq.sum(dim=1)
+    safe = torch.where(energy > 0, energy, torch.ones_like(energy))
+    return _nonzero_or_one(torch.exp2(torch.round((sq * logs).sum(dim=1) / safe)), energy)
+
+
+def _best(rows: torch.Tensor, candidates: torch.Tensor, q: Quantizer) -> torch.Tensor:
+    """Per row, the candidate scale (candidates ``[k, groups]``) with the lowest error (first on ties)."""
+    errors = torch.stack([((q(rows / s[:, None]) * s[:, None] - rows) ** 2).sum(dim=1) for s in candidates])
+    return candidates.gather(0, errors.argmin(dim=0, keepdim=True)).squeeze(0)
+
+
+@rule("sqnr")
+def _sqnr(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    # Highest SQNR = lowest error energy per row (signal energy is fixed).
+    k = torch.tensor(list(SQNR_EXPONENTS), dtype=rows.dtype, device=rows.device)
+    candidates = torch.exp2(-k)[:, None].expand(-1, rows.shape[0])
+    return _nonzero_or_one(_best(rows, candidates, q), _absmax(rows))
+
+
+@rule("mse")
+def _mse(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    amax = _absmax(rows)
+    base = _nonzero_or_one(amax / rng.max, amax)
+    candidates = MSE_RATIOS.to(rows.device)[:, None] * base[None, :]
+    return _best(rows, candidates, q)
+
+
+@rule("mx")
+def _mx(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+    amax = _absmax(rows)
+    amax = torch.where(amax > 0, amax, torch.full_like(amax, 2.0**-126))
+    exponent = torch.floor(torch.log2(amax)) - rng.emax
+    shared = torch.exp2(exponent.clamp(min=-127))  # the E8M0 scale X
+    return torch.where(exponent > 127, torch.full_like(shared, math.nan), shared * rng.unit)
+
+
+def element_range(f: Format) -> ElementRange:
+    """Unsigned integers are used with zero point 2^(n-1) (the lab's UINT8 activations: zero point 128)."""
+    from dtypelab.formats import Integer
+
+    if isinstance(f, Integer):
+        unit = 2.0 ** -(f.n - 2)
+        if not f.signed:
+            zp = float(1 << (f.n - 1))
+            return ElementRange(f.max - zp, zp, unit)
+        return ElementRange(f.max, unit=unit)
+    return ElementRange(f.max)
