@@ -1,0 +1,252 @@
+"""``dl.search.search``: LPQ-style mixed-configuration search on a workload, end to end.
+
+1. build the problem (candidates per layer, exact bits, FP32 caches, per-layer divergences; dominated options
+   pruned);
+2. a genetic algorithm minimises the global-local contrastive objective under the bit budget (average stored
+   bits per weight, scales included, as a hard constraint), seeded with uniform assignments; checkpointed
+   every generation;
+3. random search with the same number of evaluations, as the baseline;
+4. the winner, the random-search best, the objective's Pareto front (bits vs objective) and uniform formats
+   at the budget's width are evaluated on the workload's test metric.
+
+Example (a tiny run on a user model is in the tests; the CLI is ``dtypelab search``):
+    >>> from dtypelab.search import search  # doctest: +SKIP
+    >>> result = search("digits-vgg", space="lp", budget=5.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dtypelab.search.executor import make_executor
+from dtypelab.search.ga import GAResult, GASettings, Genome, evolve, random_search
+from dtypelab.search.objective import Objective
+from dtypelab.search.problem import Problem, build_problem
+
+log = logging.getLogger(__name__)
+
+CONTRASTIVE = Objective()
+DEFAULT_GA = GASettings()
+DEFAULT_ACTIVATIONS = {"lp": "lp(8,1,7,0)/tensor/log2-hist", "posit": "posit(8,1)/tensor/log2-hist"}
+
+
+@dataclass
+class Score:
+    """Picklable fitness: the objective of one genome."""
+
+    problem: Problem
+    objective: Objective
+
+    def __call__(self, genome: Genome) -> float:
+        p = self.problem.loaded()
+        q = p.final_representation(genome) if self.objective.global_weight else None
+        return self.objective(q, p.f_final, p.local_terms(genome))
+
+
+@dataclass
+class Evaluated:
+    label: str
+    bits_per_weight: float
+    metrics: dict[str, float]
+    objective: float | None = None
+    config: dict | None = None
+
+
+@dataclass
+class SearchResult:
+    workload: str
+    primary_metric: str
+    budget: float
+    fp32: dict[str, float]
+    best: Evaluated
+    random_best: Evaluated
+    pareto: list[Evaluated]
+    uniform: list[Evaluated]
+    history: list[dict]
+    evaluations: int
+    objective: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        from dtypelab.report.tables import markdown_table
+
+        key = self.primary_metric
+        rows = [["fp32", 32.0, self.fp32[key], "", ""]]
+        rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key],
+                  "" if e.objective is None else round(e.objective, 5), ""] for e in [self.best, self.random_best]]
+        rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key], "", "uniform"] for e in self.uniform]
+        rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key], round(e.objective or 0, 5), "pareto"]
+                 for e in self.pareto]
+        return markdown_table(["config", "bits/weight", key, "objective", "kind"], rows)
+
+    def to_json(self) -> dict:
+        def ev(e: Evaluated) -> dict:
+            return {"label": e.label, "bits_per_weight": e.bits_per_weight, "metrics": e.metrics,
+                    "objective": e.objective, "config": e.config}
+
+        return {"workload": self.workload, "primary_metric": self.primary_metric, "budget": self.budget,
+                "fp32": self.fp32, "best": ev(self.best), "random_best": ev(self.random_best),
+                "pareto": [ev(e) for e in self.pareto], "uniform": [ev(e) for e in self.uniform],
+                "history": self.history, "evaluations": self.evaluations, "objective": self.objective,
+                **self.extra}
+
+
+def _evaluate(workload: Any, model: torch.nn.Module, config: dict | None, limit: int | None) -> dict[str, float]:
+    from dtypelab.model import quantize_model, restore
+
+    if config is None:
+        return workload.evaluate(model, limit=limit)
+    quantize_model(model, config)
+    try:
+        return workload.evaluate(model, limit=limit)
+    finally:
+        restore(model)
+
+
+def uniform_config(weights: str, activations: str | None) -> dict:
+    """One weight scheme for every layer, dynamic activation scales (Embedding inputs are indices: kept)."""
+    return {"weights": weights, "activations": activations, "activation_scales": "dynamic"}
+
+
+def uniform_baselines(budget: float) -> list[str]:
+    """Uniform formats at the budget's width: posit, LP, int, DT (and NF4 at 4 bits), scaled per layer."""
+    n = max(3, min(8, math.floor(budget)))
+    specs = [f"posit({n},1)/tensor/log2-energy", f"posit({n},0)/tensor/log2-energy",
+             f"lp({n},1,{n - 1},0)/tensor/log2-energy", f"lp({n},2,2,0)/tensor/log2-energy",
+             f"int{n}/channel/absmax", f"dt{n}/channel/absmax"]
+    if n == 4:
+        specs.append("nf4/channel/absmax")
+    return specs
+
+
+def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float = 5.0,
+           activations: Sequence[str | None] | None = None, objective: Objective = CONTRASTIVE,
+           settings: GASettings = DEFAULT_GA, executor: str = "process", workers: int | None = None,
+           out_dir: str | os.PathLike | None = None, resume: bool = False, batches: int = 2,
+           eval_limit: int | None = None, pareto_points: int = 5,
+           progress: Callable[[dict], None] | None = None) -> SearchResult:
+    """Search per-layer weight (and optionally activation) schemes of ``workload`` under ``budget`` bits/weight.
+
+    ``workload`` is a registered name (``dl.workloads.names()``) or a Workload object. ``out_dir`` receives
+    ``checkpoint.json`` (every generation), and at the end ``best_config.yaml``, ``results.json``,
+    ``pareto.csv`` and ``pareto.png``; ``resume=True`` continues from its checkpoint.
+    """
+    from dtypelab import workloads
+
+    wl = workloads.get(workload) if isinstance(workload, str) else workload
+    if budget <= 0:
+        raise ValueError(f"budget must be a positive number of bits per weight, got {budget}")
+    if activations is None:
+        activations = [DEFAULT_ACTIVATIONS.get(space, None) if isinstance(space, str) else None]
+    problem = build_problem(wl, space, activations, batches=batches)
+    costs = problem.gene_costs()
+    budget_bits = budget * sum(problem.numel)
+    cheapest = sum(min(c) for c in costs)
+    if cheapest > budget_bits:
+        raise ValueError(f"budget {budget} bits/weight is below the cheapest configuration "
+                         f"({cheapest / sum(problem.numel):.3f} bits/weight) of this space")
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    run = make_executor(executor, workers)
+    score = Score(problem, objective)
+
+    def fitness(genomes: list[Genome]) -> list[float]:
+        return run(score, genomes) if executor != "serial" else [score(g) for g in genomes]
+
+    try:
+        seeds = _seeds(problem)
+        ga = evolve(fitness, costs, budget_bits, settings, seeds=seeds,
+                    checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
+        rnd = random_search(fitness, costs, budget_bits, ga.evaluations, seed=settings.seed + 1)
+    finally:
+        getattr(run, "close", lambda: None)()
+
+    model = problem.model
+    primary = wl.primary_metric
+    fp32 = _evaluate(wl, model, None, eval_limit)
+
+    def evaluated(label: str, genome: Genome, result: GAResult | None = None) -> Evaluated:
+        config = problem.config(genome)
+        obj = result.scored.get(genome) if result else None
+        return Evaluated(label, problem.bits_per_weight(genome), _evaluate(wl, model, config, eval_limit), obj, config)
+
+    best = evaluated("ga-best", ga.best, ga)
+    random_best = evaluated("random-best", rnd.best, rnd)
+    front = _front(ga, problem)[:pareto_points]
+    pareto = [evaluated(f"pareto-{i}", g, ga) for i, g in enumerate(front)]
+    uniform = []
+    act = problem.activations[0]
+    for spec in uniform_baselines(budget):
+        config = uniform_config(spec, None if act is None else str(act))
+        bits = _uniform_bits(problem, spec)
+        uniform.append(Evaluated(spec, bits, _evaluate(wl, model, config, eval_limit), None, config))
+    result = SearchResult(wl.name, primary, budget, fp32, best, random_best, pareto, uniform, ga.history,
+                          ga.evaluations, objective.name,
+                          {"random_best_objective": rnd.best_fitness, "layers": problem.layers,
+                           "options_kept": [len(o) for o in problem.options], "options_total": problem.pruned_from})
+    if out:
+        _write_outputs(out, result)
+    return result
+
+
+def _uniform_bits(problem: Problem, spec: str) -> float:
+    from dtypelab.schemes import quantize
+
+    bits = sum(quantize(problem.model.get_submodule(n).weight.detach(), spec).storage_bits for n in problem.layers)
+    return bits / sum(problem.numel)
+
+
+def _seeds(problem: Problem) -> list[Genome]:
+    """Uniform-rank assignments: every layer at its k-th cheapest kept option, for each k."""
+    n_layers = len(problem.layers)
+    most = max(len(o) for o in problem.options)
+    seeds = []
+    for k in range(most):
+        weights = [min(k, len(o) - 1) for o in problem.options]
+        acts = [len(problem.activations) - 1] * n_layers if problem.searches_activations else []
+        seeds.append(tuple(weights + acts))
+    return seeds
+
+
+def _front(result: GAResult, problem: Problem) -> list[Genome]:
+    """Scored genomes not dominated in (bits, objective), cheapest first."""
+    points = sorted(result.scored, key=lambda g: (problem.bits_per_weight(g), result.scored[g]))
+    front, best = [], math.inf
+    for g in points:
+        if result.scored[g] < best:
+            front.append(g)
+            best = result.scored[g]
+    return front[::-1]  # best objective (usually the most bits within budget) first
+
+
+def _write_outputs(out: Path, result: SearchResult) -> None:
+    from dtypelab.model.config import QuantConfig
+
+    QuantConfig.coerce(result.best.config).to_yaml(out / "best_config.yaml")
+    _atomic_text(out / "results.json", json.dumps(result.to_json(), indent=2))
+    key = result.primary_metric
+    lines = ["label,bits_per_weight,objective," + key]
+    lines += [f"{e.label},{e.bits_per_weight},{e.objective},{e.metrics[key]}" for e in result.pareto]
+    _atomic_text(out / "pareto.csv", "\n".join(lines) + "\n")
+    _atomic_text(out / "summary.md", result.table() + "\n")
+    from dtypelab.report.plots import pareto_plot
+
+    pareto_plot(result, out / "pareto.png")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
