@@ -240,7 +240,7 @@ def _write_outputs(out: Path, result: SearchResult) -> None:
     lines += [f"{e.label},{e.bits_per_weight},{e.objective},{e.metrics[key]}" for e in result.pareto]
     _atomic_text(out / "pareto.csv", "\n".join(lines) + "\n")
     _atomic_text(out / "summary.md", result.table() + "\n")
-    from dtypelab.report.plots import pareto_plot
+    from dtypelab.report.result_plots import pareto_plot
 
     pareto_plot(result, out / "pareto.png")
 
