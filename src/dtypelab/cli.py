@@ -3,6 +3,10 @@
 Example:
     $ dtypelab formats
     $ dtypelab formats plot "posit(8,1)" "lp(8,2,2,0)" e4m3 -o accuracy.png
+    $ dtypelab sweep                                  # the default sweep -> runs/default/report.html
+    $ dtypelab quantize --workload digits-vgg --config config.yaml
+    $ dtypelab search --workload digits-vgg --space lp --budget 5.0
+    $ dtypelab cost --workload digits-vgg --config config.yaml
 """
 
 from __future__ import annotations
@@ -59,6 +63,131 @@ def formats_plot(
     except ValueError as err:
         _fail(str(err))
     typer.echo(f"wrote {output}")
+
+
+UserModel = Annotated[str | None, typer.Option("--model", help="Your model: pkg.module:factory (no arguments).")]
+UserEval = Annotated[str | None, typer.Option("--eval", help="Your metric: pkg.module:evaluate(model) -> dict.")]
+UserCalib = Annotated[str | None, typer.Option("--calib", help="Calibration batches: pkg.module:batches().")]
+
+
+def _workloads(names: list[str] | None, model: str | None, evaluate: str | None, calib: str | None) -> list:
+    from dtypelab import workloads
+
+    if model or evaluate:
+        if not (model and evaluate):
+            _fail("a user workload needs both --model and --eval")
+        return [workloads.load_user(model=model, evaluate=evaluate, calib=calib)]
+    return [workloads.get(n) for n in (names or ["digits-vgg", "minilm"])]
+
+
+@app.command()
+def sweep(
+    name: Annotated[str, typer.Option(help="Run name: results go to RUNS_DIR/NAME.")] = "default",
+    workload: Annotated[list[str] | None, typer.Option("--workload", "-w", help="Workloads (default: all).")] = None,
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="Formats or schemes (default set).")] = None,
+    scaling: Annotated[list[str] | None, typer.Option(help="none and/or adaptive (default both).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
+    limit: Annotated[int | None, typer.Option(help="Evaluate on this many test items (a quick look).")] = None,
+    file: Annotated[Path | None, typer.Option(help="A YAML sweep file (keys as these options).")] = None,
+    model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+) -> None:
+    """Sweep formats x scaling on workloads; resumable; writes results.json/.csv and report.md/.html."""
+    from dtypelab.report import sweep_report
+    from dtypelab.sweep import SCALINGS, SweepFile
+    from dtypelab.sweep import sweep as run_sweep
+
+    try:
+        spec = SweepFile.load(file) if file else SweepFile()
+        wls = _workloads(workload or spec.workloads, model, evaluate, calib)
+        store = run_sweep(name if file is None else spec.name, wls, fmt or spec.formats,
+                          scaling or spec.scalings or list(SCALINGS), runs_dir,
+                          limit if limit is not None else spec.limit)
+        training = next((getattr(w, "plot_training_curves", None) for w in wls if w.name == "digits-vgg"), None)
+        md, html = sweep_report.write(store, wls, training_plot=training)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"wrote {store.dir / 'results.json'}, {md} and {html}")
+
+
+@app.command()
+def quantize(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="A registered workload.")] = None,
+    config: Annotated[str, typer.Option(help="A config file (YAML/JSON/TOML) or one scheme for the weights.")] = "",
+    activations: Annotated[str | None, typer.Option(help="With a scheme as --config: the activations' scheme.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON and CSV with this stem.")] = None,
+    model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+) -> None:
+    """Quantize a workload's model with a config, print the per-layer report and the metrics against FP32."""
+    import dtypelab as dl
+
+    try:
+        wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
+        cfg: object = config if Path(config).exists() else {"weights": config, "activations": activations}
+        m = wl.model()
+        fp32 = wl.evaluate(m)
+        report = dl.quantize_model(m, cfg, calibration=wl.calibration())
+        metrics = wl.evaluate(m)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(report.table())
+    if out:
+        report.to_json(out.with_suffix(".json"))
+        report.to_csv(out.with_suffix(".csv"))
+    typer.echo("\n" + "\n".join(f"{k}: {fp32[k]:.4f} (fp32) -> {metrics[k]:.4f}" for k in metrics))
+
+
+@app.command()
+def search(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="A registered workload.")] = None,
+    space: Annotated[str, typer.Option(help="lp, posit, or comma-separated schemes.")] = "lp",
+    budget: Annotated[float, typer.Option(help="Average stored bits per weight (hard limit).")] = 5.0,
+    objective: Annotated[str, typer.Option(help="global+local, global or local.")] = "global+local",
+    generations: Annotated[int, typer.Option()] = 12,
+    population: Annotated[int, typer.Option()] = 24,
+    seed: Annotated[int, typer.Option()] = 0,
+    executor: Annotated[str, typer.Option(help="process, serial or ray.")] = "process",
+    workers: Annotated[int | None, typer.Option(help="Processes for --executor process.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default runs/search-WORKLOAD-SPACE-BUDGET).")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the output directory's checkpoint.")] = False,
+    model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+) -> None:
+    """LPQ-style genetic search of per-layer formats under a bit budget."""
+    from dtypelab.search import GASettings, Objective
+    from dtypelab.search import search as run_search
+
+    objectives = {"global+local": Objective(), "global": Objective(local_weight=0),
+                  "local": Objective(global_weight=0)}
+    try:
+        if objective not in objectives:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(objectives)}")
+        wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
+        spaces = space if space in ("lp", "posit") else [s.strip() for s in space.split(",") if s.strip()]
+        out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
+        result = run_search(wl, spaces, budget, objective=objectives[objective],
+                            settings=GASettings(population=population, generations=generations, seed=seed),
+                            executor=executor, workers=workers, out_dir=out, resume=resume,
+                            progress=lambda r: typer.echo(f"generation {r['generation']}: best {r['best']:.5f} "
+                                                          f"mean {r['mean']:.5f} ({r['evaluations']} evaluated)"))
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(result.table())
+    typer.echo(f"\nwrote {out}/best_config.yaml, results.json, pareto.csv, pareto.png")
+
+
+@app.command()
+def cost(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="A registered workload.")],
+    config: Annotated[str, typer.Option(help="A config file or one scheme for weights and activations.")],
+) -> None:
+    """Per-layer storage and energy of a workload's model under a config."""
+    from dtypelab.cost import cost_command
+
+    try:
+        cfg: object = config if Path(config).exists() else {"weights": config, "activations": config}
+        typer.echo(cost_command(workload, cfg))
+    except ValueError as err:
+        _fail(str(err))
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 log = logging.getLogger(__name__)
 
 SCALINGS = ("none", "adaptive")
@@ -164,17 +166,48 @@ def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) 
         with torch.no_grad():
             metrics = workload.evaluate(model, limit=limit)
         fp32_mb, size_mb = report.fp32_mb, report.size_mb
-        bits, mse = _weight_summary(report)
+        bits, mse = _weight_summary(report, model)
     return Result(workload.name, cell.label, scaling, cell.weights(scaling), cell.activations(scaling),
                   workload.primary_metric, metrics, bits, size_mb, fp32_mb, mse, time.perf_counter() - start)
 
 
-def _weight_summary(report: Any) -> tuple[float, float]:
-    """(stored bits per quantized weight, parameter-weighted mean weight MSE) from a quantize_model report."""
+def _weight_summary(report: Any, model: Any) -> tuple[float, float]:
+    """(stored bits per quantized weight element, element-weighted mean weight MSE) of a quantized model."""
+    from dtypelab.model.layers import kind_of, raw_weight
+
     quantized = [r for r in report.layers.values() if r.weight_scheme is not None]
-    params = max(sum(r.params for r in quantized), 1)
-    bits = sum(r.weight_bits_per_param * r.params for r in quantized) / params
-    return bits, sum(r.weight_mse * r.params for r in quantized) / params
+    numel = {}
+    for r in quantized:
+        module = model.get_submodule(r.name)
+        numel[r.name] = sum(raw_weight(o, a).numel() for o, a in kind_of(module).weights(module))
+    total = max(sum(numel.values()), 1)
+    bits = sum(r.weight_bits_per_param * numel[r.name] for r in quantized) / total
+    return bits, sum(r.weight_mse * numel[r.name] for r in quantized) / total
+
+
+class SweepFile(BaseModel):
+    """A YAML sweep file: ``name``, ``workloads``, ``formats``, ``scalings``, ``limit`` (all optional).
+
+    >>> SweepFile.model_validate({"formats": ["posit(6,1)"], "scalings": ["adaptive"]}).name
+    'default'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "default"
+    workloads: list[str] | None = None
+    formats: list[str] | None = None
+    scalings: list[str] | None = None
+    limit: int | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SweepFile:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(data)
+        except (OSError, yaml.YAMLError, ValidationError) as err:
+            raise ValueError(f"bad sweep file {path}: {err}") from None
 
 
 class ResultStore:

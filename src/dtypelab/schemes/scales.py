@@ -147,8 +147,8 @@ def _mse(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Te
 
 @rule("mx")
 def _mx(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(rows)
-    amax = torch.where(amax > 0, amax, torch.full_like(amax, 2.0**-126))
+    amax = _absmax(rows)  # a NaN propagates to a NaN scale, and so does an infinity (exponent > 127)
+    amax = torch.where((amax > 0) | torch.isnan(amax), amax, torch.full_like(amax, 2.0**-126))
     exponent = torch.floor(torch.log2(amax)) - rng.emax
     shared = torch.exp2(exponent.clamp(min=-127))  # the E8M0 scale X
     return torch.where(exponent > 127, torch.full_like(shared, math.nan), shared * rng.unit)

@@ -101,7 +101,7 @@ class Problem:
         from dtypelab.model import quantize_model, restore
 
         self.loaded()
-        quantize_model(self.model, self.config(genome))
+        quantize_model(self.model, self.config(genome), stats=False)
         try:
             with torch.no_grad():
                 return torch.cat([self.workload.run(self.model, b).float() for b in self.batches])

@@ -1,0 +1,325 @@
+"""Quantization configs: which scheme each layer's weights and activations get.
+
+A config is a dict, a YAML/JSON/TOML file, or a :class:`QuantConfig`, validated by pydantic::
+
+    weights: posit(6,1)/channel/log2-hist     # default for every quantizable layer (null: keep FP32)
+    activations: posit(8,1)                   # the inputs of those layers
+    activation_scales: static                 # static (calibrated) | dynamic (recomputed every forward)
+    bias: float                               # float | int32 (on the accumulator grid s_x * s_w)
+    layers:                                   # overrides, applied in order; a later rule wins
+      - match: "re:.*attention.*"             # glob on the module name, re:REGEX, or a type (Linear, ...)
+        activations: null
+      - match: Embedding
+        weights: int8/channel/absmax
+
+Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
+Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
+``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
+:class:`LayerPlan` per such layer, and raises ``ValueError`` naming what is wrong (a rule that matches nothing,
+an unknown type, a scheme that does not parse) before anything is changed.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> plans = resolve(model, {"weights": "int8/channel/absmax",
+    ...                         "layers": [{"match": "2", "weights": "posit(6,1)"}]})
+    >>> {name: str(p.weight) for name, p in plans.items()}
+    {'0': 'int8/channel/absmax', '2': 'posit(6,1)/tensor/none'}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from torch import nn
+
+from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
+from dtypelab.schemes import Scheme
+
+FP32_WORDS = ("fp32", "float32", "none", "null", "float")
+ActivationScales = Literal["static", "dynamic"]
+Bias = Literal["float", "int32"]
+
+
+def _scheme_spec(value: Any) -> str | None:
+    """Canonical scheme string (or None = keep FP32); raises ValueError naming the bad spec."""
+    if value is None:
+        return None
+    if isinstance(value, Scheme):
+        return str(value)
+    if isinstance(value, str) and value.strip().lower() in FP32_WORDS:
+        return None
+    try:
+        return str(Scheme.parse(value))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"scheme {value!r} does not parse: {e}. A scheme is FORMAT[/GRANULARITY[/SCALE]] such as "
+                         f"'posit(6,1)/channel/log2-hist', or null to keep FP32") from None
+
+
+class LayerRule(BaseModel):
+    """An override for the layers a pattern matches; only the fields given override."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: str
+    weights: str | None = None
+    activations: str | None = None
+    activation_scales: ActivationScales | None = None
+    bias: Bias | None = None
+
+    @field_validator("weights", "activations", mode="before")
+    @classmethod
+    def _schemes(cls, v: Any) -> str | None:
+        return _scheme_spec(v)
+
+    @field_validator("match")
+    @classmethod
+    def _check_match(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("match must not be empty: give a glob ('encoder.*'), 're:REGEX' or a type "
+                             f"({', '.join(LAYER_KINDS)})")
+        if v.startswith("re:"):
+            try:
+                re.compile(v[3:])
+            except re.error as e:
+                raise ValueError(f"match {v!r}: bad regular expression: {e}") from None
+        return v
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias")
+                if k in self.model_fields_set}
+
+
+class QuantConfig(BaseModel):
+    """A validated quantization config (see the module docstring for the fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: str | None = None
+    activations: str | None = None
+    activation_scales: ActivationScales = "static"
+    bias: Bias = "float"
+    layers: list[LayerRule] = []
+
+    @field_validator("weights", "activations", mode="before")
+    @classmethod
+    def _schemes(cls, v: Any) -> str | None:
+        return _scheme_spec(v)
+
+    # ---- construction and round trips ------------------------------------------------------------------------
+
+    @classmethod
+    def coerce(cls, config: QuantConfig | Mapping[str, Any] | str | os.PathLike) -> QuantConfig:
+        """A config from a QuantConfig, a dict, or a ``.yaml``/``.yml``/``.json``/``.toml`` file path."""
+        if isinstance(config, QuantConfig):
+            return config
+        if isinstance(config, Mapping):
+            return cls.model_validate(dict(config))
+        if isinstance(config, (str, os.PathLike)):
+            return cls.load(config)
+        raise TypeError(f"config must be a dict, a QuantConfig or a YAML/JSON/TOML path, got {type(config).__name__}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QuantConfig:
+        """Read a YAML, JSON or TOML file."""
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        text = p.read_text()
+        suffix = p.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            raise ValueError(f"config file {str(p)!r}: unknown extension {suffix!r}; valid: .yaml, .yml, .json, .toml")
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a mapping, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (rules keep only the fields they set); ``QuantConfig.coerce(c.to_dict()) == c``."""
+        d = self.model_dump(mode="json", exclude={"layers"})
+        d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
+        return d
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """YAML text; written atomically to ``path`` if given."""
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            write_atomic(path, text)
+        return text
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text; written atomically to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            write_atomic(path, text)
+        return text
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent or ".", prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What happens to one quantizable layer.
+
+    Attributes:
+        name: the module's name in ``model.named_modules()``.
+        module: the module itself.
+        weight: the scheme of its weights, or None (FP32).
+        activation: the scheme of its inputs, or None (FP32; always None for Embedding).
+        dynamic: activation scales are recomputed from every input (else calibrated once).
+        bias: ``"float"`` or ``"int32"`` (bias rounded to the accumulator grid ``s_x * s_w``).
+    """
+
+    name: str
+    module: nn.Module
+    weight: Scheme | None
+    activation: Scheme | None
+    dynamic: bool = False
+    bias: str = "float"
+
+    @property
+    def kind(self) -> str:
+        """The layer kind's type name (``"Linear"``, ``"MultiheadAttention"`` ...)."""
+        kind = kind_of(self.module)
+        return kind.name if kind is not None else type(self.module).__name__
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight is not None or self.activation is not None
+
+
+def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module of a registered kind, by name (submodules of kinds that own their children left out)."""
+    out: dict[str, nn.Module] = {}
+    owned: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") or prefix == "" for prefix in owned):
+            continue
+        kind = kind_of(module)
+        if kind is None:
+            continue
+        out[name] = module
+        if kind.owns_children:
+            owned.append(name)
+    return out
+
+
+def _looks_like_type(pattern: str) -> bool:
+    return bool(re.fullmatch(r"[A-Z][A-Za-z0-9_]*", pattern))
+
+
+def _rule_matches(rule: LayerRule, layers: dict[str, nn.Module]) -> list[str]:
+    pattern = rule.match
+    if pattern.startswith("re:"):
+        rx = re.compile(pattern[3:])
+        return [n for n in layers if rx.fullmatch(n)]
+    type_name = pattern[5:] if pattern.startswith("type:") else pattern if pattern in LAYER_KINDS else None
+    if type_name is not None:
+        if type_name not in LAYER_KINDS:
+            raise ValueError(f"rule match {pattern!r}: unknown layer type {type_name!r}; valid types: "
+                             f"{', '.join(LAYER_KINDS)}")
+        return [n for n, m in layers.items() if kind_of(m).name == type_name]
+    return [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
+
+
+def _no_match_error(rule: LayerRule, layers: dict[str, nn.Module]) -> ValueError:
+    names = list(layers)
+    shown = ", ".join(repr(n) for n in names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    hint = (f" {rule.match!r} is not a layer type either (valid types: {', '.join(LAYER_KINDS)})."
+            if _looks_like_type(rule.match) else "")
+    return ValueError(f"rule match {rule.match!r} matches no quantizable layer.{hint} Patterns are a glob on the "
+                      f"module name, 're:REGEX', or a type ({', '.join(LAYER_KINDS)}); the layers are: "
+                      f"{shown or '(none)'}")
+
+
+def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os.PathLike) -> dict[str, LayerPlan]:
+    """One :class:`LayerPlan` per quantizable layer of ``model`` (FP32 layers included, with None schemes).
+
+    Raises:
+        ValueError: a rule matching nothing, an unknown type, a bad scheme, static activation scales with a
+            scheme that cannot have them, ``bias: int32`` without static weight and activation schemes, or
+            tied weights given different schemes.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> resolve(m, {"layers": [{"match": "Conv2d", "weights": "int8"}]})
+        Traceback (most recent call last):
+        ...
+        ValueError: rule match 'Conv2d' matches no quantizable layer. ...
+    """
+    cfg = QuantConfig.coerce(config)
+    layers = quantizable_layers(model)
+    settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
+                    "activation_scales": cfg.activation_scales, "bias": cfg.bias} for n in layers}
+    for rule in cfg.layers:
+        matched = _rule_matches(rule, layers)
+        if not matched:
+            raise _no_match_error(rule, layers)
+        for n in matched:
+            settings[n].update(rule.overrides())
+
+    plans: dict[str, LayerPlan] = {}
+    tied: dict[int, tuple[str, Scheme | None]] = {}
+    for name, module in layers.items():
+        s = settings[name]
+        kind = kind_of(module)
+        weight = Scheme.parse(s["weights"]) if s["weights"] else None
+        activation = Scheme.parse(s["activations"]) if s["activations"] and kind.activation_args else None
+        dynamic = s["activation_scales"] == "dynamic"
+        label = f"layer {name!r} ({kind.name})"
+        if activation is not None and not dynamic:
+            if activation.granularity.kind in ("block", "sorted") or activation.scale == "mx":
+                raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
+                                 "each input: use activation_scales: dynamic, or tensor / channel:AXIS granularity")
+        if s["bias"] == "int32":
+            if weight is None or activation is None or dynamic or getattr(module, "bias", None) is None \
+                    or kind.name not in ("Linear", "Conv1d", "Conv2d") \
+                    or weight.granularity.kind not in ("tensor", "channel") or weight.granularity.axis != 0 \
+                    or activation.granularity.kind != "tensor":
+                raise ValueError(f"{label}: bias: int32 needs a Linear/Conv layer with a bias, a weight scheme per "
+                                 "tensor or per output channel and a static per-tensor activation scheme (the "
+                                 "bias lives on the grid s_x * s_w)")
+        for owner, attr in kind.weights(module):
+            t = raw_weight(owner, attr)
+            key = id(t)
+            if key in tied and tied[key][1] != weight:
+                raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s, but the schemes differ "
+                                 f"({weight} vs {tied[key][1]}); tied weights are stored once: give them one scheme")
+            tied.setdefault(key, (name, weight))
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"])
+    return plans
+
+
+__all__ = ["QuantConfig", "LayerRule", "LayerPlan", "resolve", "quantizable_layers", "write_atomic"]

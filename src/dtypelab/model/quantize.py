@@ -1,0 +1,492 @@
+"""Quantize a PyTorch model in place, and give it back bit for bit.
+
+:func:`quantize_model` resolves a config into per-layer plans (:func:`dtypelab.model.config.resolve`), then
+
+* **weights** get a parametrization (``torch.nn.utils.parametrize``) computing ``fake_quantize(W, scheme)``
+  from the current weight on every access — so the model still trains (straight-through gradient: QAT),
+  saves and loads (``parametrizations.weight.original``), and tied weights stay one tensor;
+* **activations** (the inputs of those layers) get a forward pre-hook computing ``fake_quantize(x, scheme,
+  scales)`` with static scales calibrated once, or dynamic ones recomputed from every input
+  (``activation_scales: dynamic`` — PositTune's per-forward histogram);
+* ``bias: int32`` rounds a bias to the accumulator grid ``s_x * s_w`` (the integer-only path's INT32 bias).
+
+Calibration runs the batches through the model *before anything is changed* (observer hooks only, eval mode,
+no grad), so a batch of the wrong shape is an error that leaves the model as it was; so is any failure
+part-way through (what was attached is taken off again).
+
+Quantizing a model that is already quantized restores it first: quantizing twice is quantizing once (with the
+second config). :func:`restore` takes everything off: the same Parameter objects, the same state_dict (keys in
+the same order), the same outputs, bit for bit.
+
+Without grad (inference), a weight's fake-quantized value is cached until the weight changes; the cache holds
+one quantized copy of each weight.
+
+Example:
+    >>> import torch, dtypelab as dl
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    >>> x = torch.randn(32, 8)
+    >>> before = model(x)
+    >>> report = dl.quantize_model(model, {"weights": "int4/channel/absmax", "activations": "int8/tensor/pow2"},
+    ...                            calibration=[x])
+    >>> report.layers["0"].weight_bits_per_param
+    8.0
+    >>> bool((model(x) - before).abs().max() > 0)
+    True
+    >>> _ = dl.restore(model)
+    >>> torch.equal(model(x), before)
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from dtypelab.model.config import LayerPlan, QuantConfig, resolve
+from dtypelab.model.layers import kind_of, raw_weight
+from dtypelab.model.report import LayerReport, QuantReport
+from dtypelab.model.stats import TensorStats, size_only, tensor_stats
+from dtypelab.schemes import Scheme, fake_quantize
+from dtypelab.schemes.granularity import Granularity
+
+log = logging.getLogger(__name__)
+
+STATE_ATTR = "_dtypelab_quant"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+Forward = Callable[[nn.Module, Any], Any]
+
+
+# ---- the pieces attached to a model ------------------------------------------------------------------------------
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization ``W -> fake_quantize(W, scheme)`` (scales from the current W; straight-through gradient).
+
+    Example:
+        >>> import torch
+        >>> from dtypelab.schemes import Scheme
+        >>> WeightFakeQuant(Scheme.parse("int4/tensor/absmax"))(torch.tensor([0.3, -7.0])).tolist()
+        [0.0, -7.0]
+    """
+
+    def __init__(self, scheme: Scheme) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self._cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and w.requires_grad:
+            self._cache = None
+            return fake_quantize(w, self.scheme)
+        key = (w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape))
+        c = self._cache
+        if c is not None and c[0] is w and c[1] == key:
+            return c[2]
+        out = fake_quantize(w, self.scheme)
+        self.prime(w, out)
+        return out
+
+    def prime(self, w: torch.Tensor, out: torch.Tensor) -> None:
+        """Cache ``out`` (which must equal ``fake_quantize(w, self.scheme)``) for ``w`` as it is now."""
+        self._cache = (w, (w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape)), out)
+
+    def extra_repr(self) -> str:
+        return str(self.scheme)
+
+
+class BiasOnAccumulatorGrid(nn.Module):
+    """Parametrization rounding a bias to the accumulator grid ``s_x * s_w`` (INT32, ties to even), with a
+    straight-through gradient. ``s_w`` comes from the layer's current weight (per output channel or one)."""
+
+    def __init__(self, weight_owner: nn.Module, weight_attr: str, weight_scheme: Scheme,
+                 act_scale: torch.Tensor) -> None:
+        super().__init__()
+        self._weight_ref = [weight_owner, weight_attr]  # a list: not registered as a submodule
+        self.weight_scheme = weight_scheme
+        self.act_scale = float(act_scale.reshape(()))
+
+    def accumulator_scale(self) -> torch.Tensor:
+        """``s_x * s_w`` as float64, one value or one per output channel."""
+        w = raw_weight(*self._weight_ref)
+        sw = self.weight_scheme.compute_scales(w.detach()).reshape(-1)
+        return sw.to(torch.float64) * self.act_scale
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        s = self.accumulator_scale().to(b.device)
+        q = (torch.round(b.detach().double() / s).clamp(INT32_MIN, INT32_MAX) * s).to(b.dtype)
+        return b + (q - b).detach() if b.requires_grad else q
+
+
+class ActivationQuantizer:
+    """Forward pre-hook (``with_kwargs=True``) fake-quantizing a layer's activation inputs.
+
+    ``scales`` None means dynamic (recomputed from every input); otherwise the calibrated static scales
+    (float64, one or one per channel). Inputs that are one object (self-attention's query is key is value)
+    are quantized once and stay one object.
+    """
+
+    def __init__(self, scheme: Scheme, arg_names: tuple[str, ...], scales: torch.Tensor | None = None) -> None:
+        self.scheme = scheme
+        self.arg_names = arg_names
+        self.scales = scales
+        self._on_device: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def dynamic(self) -> bool:
+        return self.scales is None
+
+    def quantize(self, x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return x
+        scales = None
+        if self.scales is not None:
+            scales = self._on_device.get(x.device)
+            if scales is None:
+                scales = self._on_device[x.device] = self.scales.to(x.device)
+        return fake_quantize(x, self.scheme, scales)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        args, kwargs = list(args), dict(kwargs)
+        done: dict[int, Any] = {}
+
+        def once(x: Any) -> Any:
+            if id(x) not in done:
+                done[id(x)] = self.quantize(x)
+            return done[id(x)]
+
+        for i, name in enumerate(self.arg_names):
+            if i < len(args):
+                args[i] = once(args[i])
+            elif name in kwargs:
+                kwargs[name] = once(kwargs[name])
+        return tuple(args), kwargs
+
+
+@dataclass
+class _WeightPart:
+    owner: nn.Module
+    attr: str
+    parametrization: nn.Module
+
+
+@dataclass
+class QuantState:
+    """What :func:`quantize_model` attached to a model (kept on it, so :func:`restore` can take it off)."""
+
+    config: QuantConfig
+    plans: dict[str, LayerPlan]
+    weights: list[_WeightPart] = field(default_factory=list)
+    activations: dict[str, ActivationQuantizer] = field(default_factory=dict)
+    report: QuantReport | None = None
+    _handles: list[Any] = field(default_factory=list)
+    _attached: list[_WeightPart] = field(default_factory=list)
+    _param_order: dict[int, tuple[nn.Module, list[str]]] = field(default_factory=dict)
+
+    def attach(self, model: nn.Module) -> None:
+        """Register parametrizations and hooks; on failure, take off what was attached and re-raise."""
+        try:
+            for part in self.weights:
+                self._param_order.setdefault(id(part.owner), (part.owner, list(part.owner._parameters)))
+                parametrize.register_parametrization(part.owner, part.attr, part.parametrization, unsafe=True)
+                self._attached.append(part)
+            for name, q in self.activations.items():
+                self._handles.append(self.plans[name].module.register_forward_pre_hook(q, with_kwargs=True))
+            model.__dict__[STATE_ATTR] = self
+        except BaseException:
+            self.detach(model)
+            raise
+
+    def detach(self, model: nn.Module) -> None:
+        """Take off everything :meth:`attach` put on, restoring parameter order."""
+        for h in reversed(self._handles):
+            h.remove()
+        self._handles.clear()
+        for part in reversed(self._attached):
+            plist = part.owner.parametrizations[part.attr]
+            if len(plist) == 1:
+                parametrize.remove_parametrizations(part.owner, part.attr, leave_parametrized=False)
+            else:  # someone else's parametrizations come first: drop only ours
+                idx = next(i for i, p in enumerate(plist) if p is part.parametrization)
+                del plist[idx]
+        self._attached.clear()
+        for owner, order in self._param_order.values():
+            params = owner._parameters
+            if list(params) != order and set(params) == set(order):
+                items = {k: params[k] for k in order}
+                params.clear()
+                params.update(items)
+        self._param_order.clear()
+        if model.__dict__.get(STATE_ATTR) is self:
+            del model.__dict__[STATE_ATTR]
+
+
+def quant_state(model: nn.Module) -> QuantState | None:
+    """The state :func:`quantize_model` left on ``model``, or None if it is not quantized."""
+    return model.__dict__.get(STATE_ATTR)
+
+
+# ---- calibration -------------------------------------------------------------------------------------------------
+
+
+def default_forward(model: nn.Module, batch: Any) -> Any:
+    """``model(**batch)`` for a mapping (e.g. a tokenizer's output), else ``model(batch)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    return model(batch)
+
+
+def _observe(plans: dict[str, LayerPlan], store: dict[str, list[torch.Tensor]]) -> list[Any]:
+    handles = []
+    for name, plan in plans.items():
+        if plan.activation is None:
+            continue
+        arg_names = kind_of(plan.module).activation_args
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, name: str = name,
+                 arg_names: tuple[str, ...] = arg_names) -> None:
+            seen: set[int] = set()
+            for i, a in enumerate(arg_names):
+                x = args[i] if i < len(args) else kwargs.get(a)
+                if isinstance(x, torch.Tensor) and x.is_floating_point() and id(x) not in seen:
+                    seen.add(id(x))
+                    store.setdefault(name, []).append(x.detach().clone())
+
+        handles.append(plan.module.register_forward_pre_hook(hook, with_kwargs=True))
+    return handles
+
+
+def _calibrate(model: nn.Module, plans: dict[str, LayerPlan], calibration: Iterable[Any],
+               forward: Forward) -> dict[str, list[torch.Tensor]]:
+    """Run the batches through the unchanged model and keep every observed activation input."""
+    from tqdm.auto import tqdm
+
+    store: dict[str, list[torch.Tensor]] = {}
+    training = {m: m.training for m in model.modules()}
+    handles = _observe(plans, store)
+    n = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for n, batch in enumerate(tqdm(calibration, desc="calibrating", disable=None, leave=False), 1):
+                try:
+                    forward(model, batch)
+                except Exception as e:
+                    raise ValueError(f"calibration batch {n - 1} could not run through the model "
+                                     f"({type(e).__name__}: {e}); check the batch shape, or pass forward=") from e
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in training.items():
+            m.training = flag
+    if n == 0:
+        raise ValueError("calibration holds no batches")
+    return store
+
+
+def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tuple[torch.Tensor, Scheme]:
+    """All observed inputs as one tensor, and the scheme that gives the layer's static scales from it."""
+    g = scheme.granularity
+    if g.kind == "tensor":
+        return torch.cat([x.reshape(-1) for x in xs]), scheme
+    # channel:AXIS — one scale per index along AXIS of every input: rows [N, C]
+    cols = []
+    for x in xs:
+        if not -x.dim() <= g.axis < x.dim():
+            raise ValueError(f"layer {layer!r}: activation granularity {g} needs inputs with axis {g.axis}, "
+                             f"got shape {tuple(x.shape)}")
+        cols.append(x.movedim(g.axis, -1).reshape(-1, x.shape[g.axis]))
+    if len({c.shape[1] for c in cols}) != 1:
+        raise ValueError(f"layer {layer!r}: inputs differ in size along axis {g.axis} "
+                         f"({sorted({c.shape[1] for c in cols})}), so one static scale per channel is undefined")
+    return torch.cat(cols), replace(scheme, granularity=Granularity("channel", axis=1))
+
+
+# ---- building, reporting -----------------------------------------------------------------------------------------
+
+
+def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]],
+           stats: bool) -> tuple[QuantState, dict[str, TensorStats]]:
+    state = QuantState(cfg, plans)
+    act_stats: dict[str, TensorStats] = {}
+    for name, plan in plans.items():
+        kind = kind_of(plan.module)
+        if plan.weight is not None:
+            for owner, attr in kind.weights(plan.module):
+                state.weights.append(_WeightPart(owner, attr, WeightFakeQuant(plan.weight)))
+        if plan.activation is None:
+            continue
+        xs = observed.get(name, [])
+        if plan.dynamic:
+            q = ActivationQuantizer(plan.activation, kind.activation_args)
+            if xs and stats:
+                st = TensorStats()
+                for x in xs:
+                    st += tensor_stats(x, plan.activation)
+                act_stats[name] = st
+        else:
+            obs, obs_scheme = _observation_view(xs, plan.activation, name)
+            scales = obs_scheme.compute_scales(obs).reshape(-1).to(torch.float64)
+            if plan.activation.granularity.kind == "tensor":
+                scales = scales.reshape(())
+            q = ActivationQuantizer(plan.activation, kind.activation_args, scales)
+            if stats:
+                act_stats[name] = tensor_stats(obs, obs_scheme, scales)
+        state.activations[name] = q
+        if plan.bias == "int32":
+            state.weights.append(_WeightPart(plan.module, "bias", BiasOnAccumulatorGrid(
+                plan.module, "weight", plan.weight, q.scales)))
+    return state, act_stats
+
+
+def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], dequantized: dict[int, torch.Tensor],
+                  stats: bool) -> tuple[LayerReport, float, float]:
+    kind = kind_of(plan.module)
+    params = {id(p): p for p in plan.module.parameters()}
+    weight_ids = set()
+    wst = TensorStats() if plan.weight is not None else None
+    shared_bits = 0  # a tied weight is stored once: its bits are counted in the first layer that has it
+    for owner, attr in kind.weights(plan.module):
+        w = raw_weight(owner, attr)
+        weight_ids.add(id(w))
+        if wst is not None:
+            if stats:
+                st = tensor_stats(w, plan.weight, keep_dequantized=True)
+                dequantized[id(w)] = st.dequantized
+                st.dequantized = None
+            else:
+                st = size_only(w, plan.weight)
+            if id(w) in counted:
+                shared_bits += st.storage_bits
+            wst += st
+    bits_fp32 = bits_q = 0.0
+    for key, p in params.items():
+        if key in counted:
+            continue
+        counted.add(key)
+        bits_fp32 += 32 * p.numel()
+        if wst is None or key not in weight_ids:
+            bits_q += 32 * p.numel()
+    if wst is not None:
+        bits_q += wst.storage_bits - shared_bits
+    n_params = sum(p.numel() for p in params.values())
+    return LayerReport.from_stats(plan, n_params, wst, act), bits_fp32, bits_q
+
+
+def _report(model: nn.Module, plans: dict[str, LayerPlan], act_stats: dict[str, TensorStats],
+            dequantized: dict[int, torch.Tensor], stats: bool) -> QuantReport:
+    """The report; ``dequantized`` receives every quantized weight's fake-quantized value (by id of the weight)."""
+    counted: set[int] = set()
+    layers = {}
+    fp32 = q = 0.0
+    for name, plan in plans.items():
+        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats)
+        fp32 += b32
+        q += bq
+    rest = sum(32 * p.numel() for p in _all_parameters(model) if id(p) not in counted)
+    return QuantReport(layers=layers, fp32_mb=(fp32 + rest) / 8e6, size_mb=(q + rest) / 8e6)
+
+
+def _all_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """Every stored parameter once (through parametrizations: their originals)."""
+    return list({id(p): p for p in model.parameters()}.values())
+
+
+# ---- the API -----------------------------------------------------------------------------------------------------
+
+
+def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os.PathLike,
+                   calibration: Iterable[Any] | None = None, forward: Forward | None = None,
+                   stats: bool = True) -> QuantReport:
+    """Quantize ``model`` in place by ``config``; return the per-layer :class:`QuantReport`.
+
+    Args:
+        model: any ``nn.Module`` (on any device).
+        config: a dict, :class:`QuantConfig`, or a YAML/JSON/TOML path (see :mod:`dtypelab.model.config`).
+        calibration: batches to calibrate static activation scales (and to measure activation error with);
+            required when some layer has a static activation scheme.
+        forward: ``forward(model, batch)`` runs one batch; default ``model(**batch)`` for a mapping, else
+            ``model(batch)``.
+        stats: measure every weight and calibrated activation (error, saturation, binades, scales). False skips
+            that (for search loops): the report then holds schemes, exact sizes and bits per weight only, and the
+            weights are quantized on first use instead.
+
+    Raises:
+        ValueError: a bad config (before anything is changed), missing calibration, a calibration batch the
+            model cannot run. On any error the model is left as it was.
+
+    Example:
+        >>> import torch, dtypelab as dl
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> r = dl.quantize_model(m, {"weights": "posit(6,1)"})
+        >>> r.layers["0"].weight_scheme, type(m[0]).__name__
+        ('posit(6,1)/tensor/none', 'ParametrizedLinear')
+        >>> _ = dl.restore(m); type(m[0]).__name__
+        'Linear'
+    """
+    cfg = QuantConfig.coerce(config)
+    plans = resolve(model, cfg)
+    static = [n for n, p in plans.items() if p.activation is not None and not p.dynamic]
+    if static and calibration is None:
+        raise ValueError(f"static activation scales need calibration batches (layers {static[:5]}"
+                         f"{' ...' if len(static) > 5 else ''}); pass calibration=, or set activation_scales: dynamic")
+    previous = quant_state(model)
+    if previous is not None:
+        previous.detach(model)
+    try:
+        observed = _calibrate(model, plans, calibration, forward or default_forward) if calibration is not None \
+            else {}
+        missed = [n for n in static if n not in observed]
+        if missed:
+            raise ValueError(f"calibration never ran layer(s) {missed[:5]}{' ...' if len(missed) > 5 else ''}, "
+                             "which need static activation scales: check the calibration data and forward=, or "
+                             "set activation_scales: dynamic for them")
+        state, act_stats = _build(cfg, plans, observed, stats)
+        del observed
+        dequantized: dict[int, torch.Tensor] = {}
+        state.report = _report(model, plans, act_stats, dequantized, stats)
+        state.attach(model)
+        for part in state.weights:  # the report computed every quantized weight: cache it for inference
+            w = raw_weight(part.owner, part.attr)
+            if isinstance(part.parametrization, WeightFakeQuant) and id(w) in dequantized:
+                part.parametrization.prime(w, dequantized[id(w)])
+        del dequantized
+    except BaseException:
+        if previous is not None:
+            previous.attach(model)
+        raise
+    log.info("quantized %d of %d layers: %.3f MB (FP32 %.3f MB)", sum(p.quantized for p in plans.values()),
+             len(plans), state.report.size_mb, state.report.fp32_mb)
+    return state.report
+
+
+def restore(model: nn.Module) -> nn.Module:
+    """Take off what :func:`quantize_model` attached: the model comes back bit for bit (parameters, state_dict
+    and its key order, outputs). A model that is not quantized is returned unchanged.
+
+    Example:
+        >>> import torch, dtypelab as dl
+        >>> m = torch.nn.Linear(3, 3)
+        >>> sd = {k: v.clone() for k, v in m.state_dict().items()}
+        >>> _ = dl.quantize_model(m, {"weights": "e2m1/channel/absmax"})
+        >>> list(m.state_dict())
+        ['bias', 'parametrizations.weight.original']
+        >>> _ = dl.restore(m)
+        >>> list(m.state_dict()) == list(sd) and all(torch.equal(m.state_dict()[k], sd[k]) for k in sd)
+        True
+    """
+    state = quant_state(model)
+    if state is not None:
+        state.detach(model)
+    return model
+
+
+__all__ = ["quantize_model", "restore", "quant_state", "QuantState", "WeightFakeQuant", "ActivationQuantizer",
+           "BiasOnAccumulatorGrid", "default_forward"]

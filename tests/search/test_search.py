@@ -1,0 +1,44 @@
+"""End to end on a small real-data workload (sklearn digits, an MLP): budget, outputs, resume, executors."""
+
+import pytest
+
+from dtypelab.search import GASettings, search
+from dtypelab.search.executor import make_executor
+
+
+@pytest.fixture(scope="module")
+def workload(tiny_digits):
+    return tiny_digits
+
+
+def test_search_respects_budget_and_writes_outputs(workload, tmp_path):
+    result = search(workload, space="lp", budget=5.0, settings=GASettings(population=8, generations=3, seed=0),
+                    executor="serial", out_dir=tmp_path)
+    assert result.best.bits_per_weight <= 5.0
+    assert result.random_best.bits_per_weight <= 5.0
+    assert result.evaluations > 8
+    assert result.best.metrics["accuracy"] > 85.0  # digits MLP at ~5 bits still works
+    assert result.fp32["accuracy"] > 90.0
+    for name in ("best_config.yaml", "results.json", "pareto.csv", "summary.md", "pareto.png", "checkpoint.json"):
+        assert (tmp_path / name).exists(), name
+    import dtypelab as dl
+
+    model = workload.model()
+    report = dl.quantize_model(model, tmp_path / "best_config.yaml")
+    assert workload.evaluate(model)["accuracy"] == pytest.approx(result.best.metrics["accuracy"])
+    assert report is not None
+
+
+def test_budget_below_cheapest_is_an_error(workload):
+    with pytest.raises(ValueError, match="cheapest"):
+        search(workload, space="lp", budget=1.0, settings=GASettings(population=4, generations=1), executor="serial")
+
+
+def test_process_executor_maps_in_order():
+    run = make_executor("process", workers=2)
+    try:
+        assert run(abs, [-3, 1, -2]) == [3, 1, 2]
+    finally:
+        run.close()
+    with pytest.raises(ValueError, match="valid: serial, process, ray"):
+        make_executor("threads")
