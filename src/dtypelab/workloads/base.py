@@ -1,0 +1,170 @@
+"""The one small interface every workload implements, plus the cache directory and atomic writes.
+
+A workload is a real model, real data and the metrics that judge it. Everything the rest of dtypelab
+needs from one is here: a fresh FP32 model, calibration batches, a forward pass of one batch, and
+``evaluate(model) -> metrics`` with the primary metric named.
+
+Example:
+    >>> from dtypelab.workloads.base import Workload
+    >>> sorted(m for m in ("model", "calibration", "run", "evaluate") if hasattr(Workload, m))
+    ['calibration', 'evaluate', 'model', 'run']
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "torch_threads"]
+
+
+class WorkloadUnavailable(RuntimeError):
+    """A workload that dtypelab knows but cannot run here (its data or weights are not on this machine)."""
+
+
+class Workload(abc.ABC):
+    """A model + data + metrics behind one interface.
+
+    Subclasses set ``name`` and ``primary_metric`` and implement ``_build_model``, ``calibration``,
+    ``run`` and ``evaluate``. ``model()`` builds the pristine FP32 model once per workload object and
+    hands out a deep copy in eval mode on every call, so callers may quantize or mutate what they get.
+
+    Example:
+        >>> import torch
+        >>> class Tiny(Workload):
+        ...     name, primary_metric = "tiny", "mse"
+        ...     def _build_model(self): return torch.nn.Linear(2, 1)
+        ...     def calibration(self, n_batches=1): return [torch.ones(1, 2)] * n_batches
+        ...     def run(self, model, batch): return model(batch)
+        ...     def evaluate(self, model, limit=None): return {"mse": 0.0}
+        >>> w = Tiny()
+        >>> w.model() is w.model()
+        False
+    """
+
+    #: registry name, e.g. ``"digits-vgg"``
+    name: str = ""
+    #: key of ``evaluate()``'s result that judges the model
+    primary_metric: str = ""
+    #: True when a larger primary metric is better
+    higher_is_better: bool = True
+
+    _pristine: nn.Module | None = None
+
+    @abc.abstractmethod
+    def _build_model(self) -> nn.Module:
+        """Build (load, or train) the FP32 model once."""
+
+    def model(self) -> nn.Module:
+        """A fresh FP32 copy of the workload's model, in eval mode; mutate it freely."""
+        return copy.deepcopy(self._fp32()).eval()
+
+    def _fp32(self) -> nn.Module:
+        """The pristine FP32 model itself (built once); for read-only use inside the workload."""
+        if self._pristine is None:
+            self._pristine = self._build_model().eval()
+        return self._pristine
+
+    @abc.abstractmethod
+    def calibration(self, n_batches: int = 4) -> list[Any]:
+        """The first ``n_batches`` input batches for calibration (each accepted by ``run``)."""
+
+    @abc.abstractmethod
+    def run(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Forward pass of one batch (no gradient): the model's final representation."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, limit: int | None = None) -> dict[str, float]:
+        """Every metric of ``model`` on the workload's test data; ``limit`` evaluates on a small slice."""
+
+    def describe(self) -> str:
+        """One line that names the workload and its primary metric."""
+        return f"{self.name}: primary metric {self.primary_metric}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} primary_metric={self.primary_metric!r}>"
+
+
+def cache_dir() -> Path:
+    """The directory dtypelab caches trained models and reference results in (created on demand).
+
+    ``$DTYPELAB_CACHE`` if set, else ``$XDG_CACHE_HOME/dtypelab``, else ``~/.cache/dtypelab``.
+
+    Example:
+        >>> import os
+        >>> os.environ["DTYPELAB_CACHE"] = "/tmp/dl-cache-doc"
+        >>> str(cache_dir())
+        '/tmp/dl-cache-doc'
+        >>> del os.environ["DTYPELAB_CACHE"]
+    """
+    explicit = os.environ.get("DTYPELAB_CACHE")
+    if explicit:
+        path = Path(explicit).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base).expanduser() / "dtypelab"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Write a file atomically: ``write(tmp_path)`` fills a temp file beside ``path``, then it is renamed.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file (or none).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+        >>> atomic_write(p, lambda t: t.write_text("hi")).read_text()
+        'hi'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Run a block with ``n`` torch threads (default: every CPU this process may use), then restore.
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1) as n:
+        ...     torch.get_num_threads() == n == 1
+        True
+        >>> torch.get_num_threads() == before
+        True
+    """
+    import torch
+
+    if n is None:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            n = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield max(1, n)
+    finally:
+        torch.set_num_threads(before)
