@@ -81,9 +81,10 @@ class Format(ABC):
 
     @cached_property
     def min_positive(self) -> float:
-        """Smallest positive value."""
+        """Smallest positive value (NaN for a codebook with no positive value)."""
         v = _finite_values(self)
-        return float(v[v > 0][0])
+        pos = v[v > 0]
+        return float(pos[0]) if pos.size else float("nan")
 
     @property
     def is_signed(self) -> bool:

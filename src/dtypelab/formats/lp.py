@@ -109,29 +109,85 @@ def _nearest_float32(d: Decimal) -> np.float32:
     return min(candidates, key=lambda c: abs(Decimal(float(c)) - d))
 
 
+def log_exponent_numerators(p: np.ndarray, n: int, es: int, rs: int, d: int) -> np.ndarray:
+    """Vectorized :func:`log_exponent` of positive n-bit patterns ``p``, as int64 numerators over ``2**d``."""
+    w = n - 1
+    b = np.asarray(p, dtype=np.int64) & ((1 << w) - 1)
+    first = (b >> (w - 1)) & 1
+    m = np.zeros_like(b)
+    alive = np.ones(b.shape, dtype=bool)
+    for i in range(w - 1, -1, -1):  # run length, capped at rs
+        alive &= (((b >> i) & 1) == first) & (m < rs)
+        m += alive
+    rest = np.maximum(w - m - (m < rs), 0)  # bits after the regime and its terminator (if any)
+    take = np.minimum(es, rest)
+    e = ((b >> (rest - take)) & ((1 << take) - 1)) << (es - take)
+    f_bits = rest - take
+    f = b & ((1 << f_bits) - 1)
+    k = np.where(first == 1, m - 1, -m)
+    return (((k << es) + e) << d) + (f << (d - f_bits))
+
+
+_LD_OK = np.finfo(np.longdouble).nmant >= 63  # x87 extended precision: 64-bit significand
+_LD_ERR = 2.0**-60  # bound on the relative error of the long double 2^q below (exp2l: ~1 ulp = 2^-63)
+
+
+def _pow2_vector(num: np.ndarray, d: int, sf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``2^(num / 2^d - sf)`` for int64 ``num``: (float64 correctly rounded, float32 correctly rounded and
+    kept finite, sign of float64 - exact (0 where exact), mask of elements to redo exactly).
+
+    Computed in long double; an element is flagged for the exact Decimal path when the long double result
+    is too close to a float64 or float32 rounding boundary to decide, or when long double is plain double.
+    """
+    sf_int = math.floor(sf)
+    sf_frac = np.longdouble(sf - sf_int)  # exact
+    whole = (num >> d) - sf_int
+    r = (num & ((1 << d) - 1)).astype(np.longdouble) / np.longdouble(2.0**d) - sf_frac  # in (-1, 1), error 2^-64
+    exact = r == 0
+    y = np.ldexp(np.exp2(r), whole.astype(np.int32))
+    v64 = y.astype(np.float64)
+    with np.errstate(over="ignore"):
+        v32 = y.astype(np.float32)
+    v32 = np.where(np.isinf(v32), np.copysign(np.float32(np.finfo(np.float32).max), v32), v32).astype(np.float32)
+    diff = v64.astype(np.longdouble) - y  # exact (Sterbenz)
+    err = np.abs(y) * _LD_ERR
+    sign = np.where(exact, 0, np.sign(diff)).astype(np.int8)
+    half64 = np.spacing(v64).astype(np.longdouble) / 2
+    near64 = (np.abs(np.abs(diff) - half64) <= err) | (np.abs(np.abs(diff) - half64 / 2) <= err) | (
+        np.abs(diff) <= err)
+    d32 = np.abs(v32.astype(np.longdouble) - y)
+    with np.errstate(over="ignore"):  # spacing of float32 max: inf, never near
+        half32 = np.spacing(np.abs(v32)).astype(np.longdouble) / 2
+    near32 = (np.abs(d32 - half32) <= err) | (np.abs(d32 - half32 / 2) <= err)
+    redo = ~exact & (near64 | near32 | (not _LD_OK))
+    return v64, v32, sign, redo
+
+
 @lru_cache(maxsize=32)
 def _lp_tables(f: LogPosit) -> tuple[np.ndarray, RoundingTable]:
     n, es, rs, sf = f.n, f.es, f.rs, Fraction(f.sf)
     half = 1 << (n - 1)
-    pos64, pos32 = [], []
+    d = n + 1  # every fraction of an (n+1)-bit pattern is a multiple of 2^-d
+    pats = np.arange(1, half, dtype=np.int64)
+    pos64, pos32, _, redo = _pow2_vector(log_exponent_numerators(pats, n, es, rs, d), d, f.sf)
+    mid_pats = 2 * pats[:-1] + 1  # (n+1)-bit patterns between p and p + 1
+    mid_num = log_exponent_numerators(mid_pats, n + 1, es, rs, d)
+    mids, _, side, mid_redo = _pow2_vector(mid_num, d, f.sf)
+    # Irrational midpoints: x == t passes iff t > the exact midpoint. Rational ones (powers of two) are true
+    # ties: to the even pattern.
+    ties = np.where(side > 0, UP, DOWN).astype(np.int8)
+    rational = side == 0
+    ties[rational] = np.where((pats[:-1][rational] + 1) % 2 == 0, UP, DOWN)
     with localcontext() as ctx:
         ctx.prec = _PRECISION
-        for p in range(1, half):
-            d = _pow2(log_exponent(p, n, es, rs) - sf)
-            pos64.append(float(d))
-            pos32.append(_nearest_float32(d))
-        mids, ties = [], []
-        for p in range(1, half - 1):  # between p and p + 1
-            q = log_exponent(2 * p + 1, n + 1, es, rs) - sf
-            if q.denominator == 1:
-                mids.append(math.ldexp(1.0, q.numerator))
-                ties.append(UP if (p + 1) % 2 == 0 else DOWN)
-            else:
-                exact = _pow2(q)
-                t = float(exact)
-                mids.append(t)
-                ties.append(UP if Decimal(t) > exact else DOWN)
-    pos64_a = np.array(pos64)
+        for i in np.flatnonzero(redo):
+            exact = _pow2(log_exponent(int(pats[i]), n, es, rs) - sf)
+            pos64[i], pos32[i] = float(exact), _nearest_float32(exact)
+        for i in np.flatnonzero(mid_redo):
+            exact = _pow2(log_exponent(int(mid_pats[i]), n + 1, es, rs) - sf)
+            mids[i] = float(exact)
+            ties[i] = UP if Decimal(float(mids[i])) > exact else DOWN
+    pos64_a = pos64
     code_values = np.zeros(1 << n)
     code_values[1:half] = pos64_a
     code_values[half] = np.nan
@@ -139,9 +195,9 @@ def _lp_tables(f: LogPosit) -> tuple[np.ndarray, RoundingTable]:
 
     signed = np.arange(-half + 1, half, dtype=np.int64)
     values = np.concatenate([-pos64_a[::-1], [0.0], pos64_a])
-    values32 = np.concatenate([-np.array(pos32[::-1]), [0.0], np.array(pos32)]).astype(np.float32)
-    pos_mids = np.array(mids)
-    pos_ties = np.array(ties, dtype=np.int8)
+    values32 = np.concatenate([-pos32[::-1], [0.0], pos32]).astype(np.float32)
+    pos_mids = mids
+    pos_ties = ties
     # Mirrored onto the negatives every tie flips: x == -t passes iff t < exact (irrational), and the even
     # code of a mirrored pair is the other end (rational).
     neg_ties = np.where(pos_ties == UP, DOWN, UP)[::-1]

@@ -8,7 +8,6 @@ straight into the output, other devices through the same table with ``torch.sear
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
@@ -98,10 +97,15 @@ class TableEngine(Engine):
     def __init__(self, table: RoundingTable, bits: int):
         self.table = table
         self.bits = bits
+        self._luts: dict[np.dtype, lut.Lut] = {}
 
-    @cached_property
-    def _buckets(self) -> dict[np.dtype, tuple[np.ndarray, np.ndarray]]:
-        return {np.dtype(d): lut.bucket_table(self.table, d) for d in (np.float32, np.float64)}
+    def lut(self, dtype: np.dtype) -> lut.Lut:
+        """The two-level lookup table for ``float32`` or ``float64`` inputs (built on first use)."""
+        dtype = np.dtype(dtype)
+        found = self._luts.get(dtype)
+        if found is None:
+            found = self._luts[dtype] = lut.build_lut(self.table, dtype)
+        return found
 
     @cached_property
     def _codes(self) -> np.ndarray:
@@ -113,12 +117,16 @@ class TableEngine(Engine):
         return self.table.float32_values if out.dtype == torch.float32 else self.table.values
 
     def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
-        first, span = self._buckets[x.dtype]
-        kernel: Callable = lut.apply_f32 if x.dtype == np.float32 else lut.apply_f64
-        bits = x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+        m = self.lut(x.dtype)
+        bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
         t = self.table
-        return int(kernel(x, bits, out.numpy(), self._out_table(out, what), first, span, t.thresholds, t.tie,
-                          t.nan_index, t.pinf_index, t.ninf_index))
+        f32 = x.dtype == np.float32
+        if m.direct:
+            direct = lut.apply_direct_f32 if f32 else lut.apply_direct_f64
+            return int(direct(bits, out.numpy(), self._out_table(out, what), m.first, t.nan_index))
+        kernel = lut.apply_f32 if f32 else lut.apply_f64
+        return int(kernel(x, bits, out.numpy(), self._out_table(out, what), m.first, m.entries,
+                          m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))
 
     def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
         t = self.table

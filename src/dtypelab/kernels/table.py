@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -72,8 +73,10 @@ class RoundingTable:
         """
         values = np.asarray(values, dtype=np.float64)
         codes = np.asarray(codes, dtype=np.int64)
-        thresholds = (values[:-1] + values[1:]) / 2
+        thresholds, side = exact_midpoints(values[:-1], values[1:])
         tie = np.where(codes[1:] % 2 == 0, UP, DOWN).astype(np.int8)
+        tie[side > 0] = UP  # the float64 threshold lies above the true midpoint: x == t is nearer the upper value
+        tie[side < 0] = DOWN
         if signed_zero:
             zero = np.flatnonzero((values[:-1] == 0) & (values[1:] == 0))
             tie[zero] = BY_SIGN
@@ -114,7 +117,8 @@ class RoundingTable:
 
     def reference_index(self, x: np.ndarray) -> np.ndarray:
         """Interval index of every element of ``x`` (any float dtype), the plain, obviously-correct way."""
-        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaN patterns convert quietly
+            x = np.asarray(x, dtype=np.float64)
         t = self.thresholds
         below = np.searchsorted(t, x, side="left")  # thresholds strictly below x: passed
         upto = np.searchsorted(t, x, side="right")  # thresholds equal to x: [below, upto)
@@ -136,6 +140,30 @@ class RoundingTable:
         if self.values32 is not None:
             return self.values32
         return _to_finite(self.values, np.float32)
+
+
+def exact_midpoints(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoints of ``a`` and ``b`` rounded to float64, and the sign of (rounded - exact) (0: exact).
+
+    ``(a + b) / 2`` is exact for neighbours of similar size (every minifloat, posit, integer), but not for
+    arbitrary codebook values such as 0 < 1e-38 < 1: there ``a + b`` rounds, and which side of the true
+    midpoint the float64 threshold falls decides the tie. Inexact cases are settled with Fractions.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = a + b
+        bb = s - a
+        err = (a - (s - bb)) + (b - bb)  # TwoSum: a + b == s + err exactly (when s is finite)
+        mid = s / 2
+    side = np.zeros(a.shape, dtype=np.int8)
+    tiny = np.abs(s) < 2.0**-1000  # halving could lose a bit
+    for i in np.flatnonzero((err != 0) | ~np.isfinite(s) | tiny):
+        exact = (Fraction(float(a[i])) + Fraction(float(b[i]))) / 2
+        m = float(exact)
+        mid[i] = m
+        side[i] = (Fraction(m) > exact) - (Fraction(m) < exact)
+    return mid, side
 
 
 def _to_finite(values: np.ndarray, dtype: type) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from dtypelab.schemes.fused import fused
 from dtypelab.schemes.granularity import Layout
 from dtypelab.schemes.packing import pack, unpack
 from dtypelab.schemes.scheme import Scheme
@@ -55,6 +56,10 @@ class QTensor:
     def from_float(cls, x: torch.Tensor, scheme: Scheme | str) -> QTensor:
         """Quantize ``x`` (see :func:`quantize`)."""
         scheme = Scheme.parse(scheme)
+        fast = fused(x, scheme, want_codes=True)
+        if fast is not None:
+            codes, s = fast
+            return cls(pack(codes, scheme.format.bits), s, scheme, x.shape, x.dtype, None)
         work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         rows, layout = scheme.group(work)
         s = scheme.row_scales(rows)

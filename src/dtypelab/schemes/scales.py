@@ -4,7 +4,7 @@ Every rule takes rows ``[groups, size]`` (float64) and the element range, and re
 ``[groups]``. An all-zero row gets ``s = 1`` (except ``mx``, which follows the OCP spec).
 
 * ``none`` — ``s = 1``.
-* ``absmax`` — the row's max |x| maps to the format's max (1.0 for NF4 / DT).
+* ``absmax`` — the row's max |x| (NaN elements ignored) maps to the format's max (1.0 for NF4 / DT).
 * ``pow2`` — the lab's power-of-two observer done right: ``s = 2^k``, ``k = ceil(log2(absmax / max))``
   (the smallest power of two that clips nothing), clamped to ``[-POW2_SHIFT, POW2_SHIFT]``. (Seed 004
   clamps ``log2`` without rounding it, so its "power of two" scale is not one.)
@@ -84,7 +84,7 @@ def _none(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.T
 
 @rule("absmax")
 def _absmax_rule(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(rows)
+    amax = _absmax(torch.where(torch.isnan(rows), 0.0, rows))  # a NaN element stays NaN; it sets no scale
     return _nonzero_or_one(amax / rng.max, amax)
 
 

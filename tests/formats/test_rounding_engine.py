@@ -1,0 +1,101 @@
+"""The fast numba path and the torch device path equal RoundingTable.reference_index; specs and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dtypelab as dl
+from dtypelab.formats.spec import VALID_FORMS
+
+SPECS = ["posit(8,1)", "posit(16,1)", "e4m3", "fp16", "bf16", "lp(8,2,2,0)", "lp(10,1,9,0.3)", "dt8", "nf4",
+         "uint8", "int16", "codebook(0,1e-38,1)"]
+
+
+def _bucket_ends(dtype: type) -> np.ndarray:
+    if dtype == np.float32:
+        keys = np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)
+        bits = np.concatenate([keys, keys | np.uint32(0xFFFF), keys + np.uint32(1), keys | np.uint32(0x8000)])
+        return bits.view(np.float32)
+    keys = np.arange(1 << 16, dtype=np.uint64) << np.uint64(48)
+    low = np.uint64((1 << 48) - 1)
+    return np.concatenate([keys, keys | low, keys + np.uint64(1)]).view(np.float64)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_equals_reference_on_bucket_ends_and_random_inputs(spec: str, dtype: type) -> None:
+    f = dl.fmt(spec)
+    table = f.engine.table
+    rng = np.random.default_rng(1)
+    width = np.uint32 if dtype == np.float32 else np.uint64
+    rand = rng.integers(0, np.iinfo(width).max, 200_000, dtype=width, endpoint=True).view(dtype)
+    x = np.concatenate([_bucket_ends(dtype), rand, table.thresholds.astype(dtype)])
+    ref = table.reference_index(x)
+    xt = torch.from_numpy(x)
+    with np.errstate(invalid="ignore"):
+        want_codes = table.codes[ref]
+        want_values = table.values[ref].astype(dtype) if dtype == np.float64 else table.float32_values[ref]
+    if f.nan_code is not None:
+        np.testing.assert_array_equal(f.encode(xt).numpy().astype(np.int64), want_codes)
+    else:
+        keep = ~np.isnan(x)
+        np.testing.assert_array_equal(f.encode(xt[torch.from_numpy(keep)]).numpy().astype(np.int64),
+                                      want_codes[keep])
+    got = f.quantize(xt).numpy()
+    np.testing.assert_array_equal(got, want_values)
+    # the non-CPU path (torch.searchsorted), called directly on CPU tensors
+    dev_values, nans = f.engine._device(xt, "value")
+    np.testing.assert_array_equal(dev_values.numpy(), table.values[ref])
+    assert nans == int(np.isnan(x).sum())
+    np.testing.assert_array_equal(f.engine._device(xt, "code")[0].numpy(), want_codes)
+
+
+@pytest.mark.parametrize("bad", ["posit(1,0)", "posit(8,-1)", "lp(8,2,0,0)", "e9m9x", "dt(1)", "posit(33,0)",
+                                 "lp(8,2,2)x", "fp(9,3)", "int(1)", "nf4(3)", "wat"])
+def test_bad_specs_raise_value_error_naming_valid_forms(bad: str) -> None:
+    with pytest.raises(ValueError) as info:
+        dl.fmt(bad)
+    msg = str(info.value)
+    assert any(word in msg for word in ("valid", "must be", "takes", "need")), msg
+    assert any(ch.isdigit() for ch in msg) or VALID_FORMS in msg
+
+
+def test_unknown_spec_lists_every_valid_form() -> None:
+    with pytest.raises(ValueError, match="valid forms"):
+        dl.fmt("e9m9x")
+
+
+@pytest.mark.parametrize("spec", ["posit(8,1)", "e4m3", "lp(8,2,2,0)", "posit(32,2)"])
+def test_non_float_tensor_is_a_type_error(spec: str) -> None:
+    f = dl.fmt(spec)
+    for bad in (torch.tensor([1, 2]), torch.tensor([True]), [1.0, 2.0]):
+        with pytest.raises(TypeError):
+            f.quantize(bad)
+        with pytest.raises(TypeError):
+            f.encode(bad)
+
+
+def test_out_must_match() -> None:
+    f = dl.fmt("posit(8,1)")
+    x = torch.randn(10)
+    with pytest.raises(ValueError, match="out must be"):
+        f.quantize(x, out=torch.empty(10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        f.encode(x, out=torch.empty(10, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("spec", ["posit8", "posit16", "posit32", "e4m3fn", "bfloat16", "FP(5, 2)", "int8", "uint4",
+                                  "dt8", "nf4", "lp(8,2,2,0.5)", "lp(6,1,2)", "codebook(-1,0.5)"])
+def test_str_round_trips(spec: str) -> None:
+    f = dl.fmt(spec)
+    assert dl.fmt(str(f)) == f and str(dl.fmt(str(f))) == str(f)
+
+
+def test_posit32_in_a_new_shape_and_dtype() -> None:
+    f = dl.fmt("posit32")
+    x = torch.randn(3, 4, dtype=torch.float64)
+    q = f.quantize(x)
+    assert q.shape == (3, 4) and torch.equal(f.decode(f.encode(x), torch.float64), q)
+    assert torch.equal(f.quantize(q), q)

@@ -1,0 +1,48 @@
+"""The fused block kernel is bit-identical to the generic path it replaces."""
+
+import pytest
+import torch
+
+import dtypelab as dl
+from dtypelab.schemes import fused as fused_module
+from dtypelab.schemes.fused import fused
+
+SCHEMES = ["dt8/block:64/absmax", "dt8/block:4096/absmax", "nf4/block:64/absmax", "int8/channel/absmax",
+           "posit(6,1)/block:32/none", "mxfp8", "mxfp4", "mxint8", "e3m2/block:32/mx", "uint8/block:16/absmax",
+           "lp(8,2,2,0)/block:128/absmax", "int4/block:7/absmax"]
+
+
+def inputs():
+    torch.manual_seed(0)
+    x = torch.randn(33, 128) * torch.exp2(torch.randint(-20, 20, (33, 1)).float())
+    x[0] = 0.0
+    x[1, 3] = float("nan")
+    x[2, 5] = float("inf")
+    x[3, :] = 1e-42  # subnormal
+    return x
+
+
+@pytest.mark.parametrize("spec", SCHEMES)
+def test_fused_equals_generic(spec, monkeypatch):
+    scheme = dl.Scheme.parse(spec)
+    x = inputs()
+    if scheme.format.nan_code is None:  # both paths refuse to encode NaN there
+        with pytest.raises(ValueError, match="no NaN code"):
+            dl.quantize(x, scheme)
+        x[1, 3], x[2, 5] = 0.5, 2.0  # (an infinite absmax makes inf/inf = NaN too)
+    assert fused(x, scheme, want_codes=True) is not None  # the fast path applies
+    fast_q, fast_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
+    monkeypatch.setattr(fused_module.__name__ + ".MAX_GROUP", 0)  # force the generic path
+    slow_q, slow_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
+    assert torch.equal(fast_q.codes, slow_q.codes)
+    assert torch.equal(fast_q.scales.nan_to_num(-1), slow_q.scales.nan_to_num(-1))
+    assert torch.equal(fast_fake.nan_to_num(-7.0), slow_fake.nan_to_num(-7.0))
+    assert torch.equal(fast_fake.isnan(), slow_fake.isnan())
+
+
+def test_fused_declines_what_it_does_not_cover():
+    x = torch.randn(8, 64)
+    for spec in ("int8/tensor/absmax", "int8/channel:1/absmax", "posit(6,1)/block:32/log2-hist",
+                 "int8/block:32/absmax/bf16", "posit(32,2)/block:32/absmax"):
+        assert fused(x, dl.Scheme.parse(spec), want_codes=True) is None, spec
+    assert fused(x.double(), dl.Scheme.parse("mxfp8"), want_codes=True) is None
