@@ -34,6 +34,7 @@ def test_sweep_runs_resumes_and_reports(tiny_digits, tmp_path, monkeypatch):
     weights = 64 * 48 + 48 * 10
     assert p6.bits_per_weight == pytest.approx((6 * weights + 2 * 32) / weights, rel=1e-12)  # fp32 scale/layer
     assert p6.weights == "posit(6,1)/tensor/log2-hist"
+    assert 0 < p6.energy_pj < fp32.energy_pj  # 6-bit posit arithmetic costs less than FP32
     mx = store.results["tiny-digits|mxfp4|none"]
     assert mx.bits_per_weight == pytest.approx(4.25) and mx.size_mb < fp32.size_mb
     assert store.results["tiny-digits|mxfp4|adaptive"].metrics == mx.metrics  # computed once
@@ -59,7 +60,7 @@ def test_sweep_runs_resumes_and_reports(tiny_digits, tmp_path, monkeypatch):
 
 def test_reading_is_generated_from_numbers():
     def r(cell, scaling, value):
-        return sw.Result("w", cell, scaling, None, None, "acc", {"acc": value}, 6.0, 1.0, 4.0, 0.0, 0.0)
+        return sw.Result("w", cell, scaling, None, None, "acc", {"acc": value}, 6.0, 1.0, 4.0, 0.0, 0.0, None)
 
     table = {(c, s): r(c, s, v) for c, s, v in [
         ("fp32", "none", 95.0), ("posit(6,1)", "none", 40.0), ("posit(6,1)", "adaptive", 94.0),

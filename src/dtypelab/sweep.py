@@ -2,7 +2,8 @@
 linear and conv layers (the PositTune setup), resumable, written atomically to ``runs/<name>/``.
 
 A cell quantizes a fresh copy of the workload's model with one config, evaluates it, and records the metrics,
-the stored bits per weight (scales included), the model's weight size in MB, and the mean weight MSE. Cells
+the stored bits per weight (scales included), the model's weight size in MB, the mean weight MSE, and the
+energy of one forward pass on one sample (``dl.cost.energy``, the lab's table). Cells
 already in ``results.json`` are not recomputed, so an interrupted sweep continues where it stopped.
 
 Scaling, per format family:
@@ -168,7 +169,17 @@ def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) 
         fp32_mb, size_mb = report.fp32_mb, report.size_mb
         bits, mse = _weight_summary(report, model)
     return Result(workload.name, cell.label, scaling, cell.weights(scaling), cell.activations(scaling),
-                  workload.primary_metric, metrics, bits, size_mb, fp32_mb, mse, time.perf_counter() - start)
+                  workload.primary_metric, metrics, bits, size_mb, fp32_mb, mse, time.perf_counter() - start,
+                  _energy_pj(workload, config))
+
+
+def _energy_pj(workload: Any, config: dict | None) -> float:
+    """Energy (pJ, the lab's table, full accounting) of one forward pass on one calibration sample."""
+    from dtypelab.cost import energy
+
+    batch = workload.calibration(1)[0]
+    one = {k: v[:1] for k, v in batch.items()} if isinstance(batch, dict) else batch[:1]
+    return float(energy(workload.model(), config, example=one).total_pj)
 
 
 def _weight_summary(report: Any, model: Any) -> tuple[float, float]:

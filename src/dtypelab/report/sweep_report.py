@@ -84,13 +84,14 @@ def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) 
 
 def seed002_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:
     key = next(iter(table.values())).primary_metric
-    header = ["format", "scaling", key, "bits/weight", "size MB", "weight MSE"]
+    header = ["format", "scaling", key, "bits/weight", "size MB", "weight MSE", "energy nJ/sample"]
     rows = []
     for c in cells:
         r = table.get((c, "none"))
         if r:
+            energy = "" if r.energy_pj is None else round(r.energy_pj / 1000, 1)
             rows.append([c, "none", _fmt(r.primary), round(r.bits_per_weight, 3), round(r.size_mb, 4),
-                         f"{r.weight_mse:.3g}"])
+                         f"{r.weight_mse:.3g}", energy])
     return header, rows
 
 
