@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/dtypelab formats
+	$(BIN)/dtypelab sweep
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
@@ -23,6 +23,7 @@ test: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/formats.py
+	$(BIN)/python benchmarks/schemes.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

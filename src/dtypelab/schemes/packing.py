@@ -15,6 +15,8 @@ import torch
 
 def pack(codes: torch.Tensor, width: int) -> torch.Tensor:
     """Pack non-negative integer codes of ``width`` bits into a uint8 tensor of ``ceil(n*width/8)`` bytes."""
+    if width == 8 and codes.dtype == torch.uint8:  # already one code per byte
+        return codes.detach().to("cpu").reshape(-1).clone()
     c = codes.detach().to("cpu", torch.int64).reshape(-1).numpy()
     if width == 8:
         return torch.from_numpy(c.astype(np.uint8))
