@@ -20,6 +20,7 @@ def test_default_cells_cover_the_issue_formats():
     assert mx.fixed and mx.activations("none") == "e4m3/block:32/mx"
     int8 = next(c for c in sw.default_cells() if c.label == "int8/channel")
     assert int8.activations("none") == "int8/tensor/absmax"  # activations are scaled per tensor
+    assert int8.weights("adaptive") == "int8/channel/mse" and int8.activations("adaptive") == "int8/tensor/absmax"
     with pytest.raises(ValueError, match="valid: none, adaptive"):
         posit.weights("sometimes")
 

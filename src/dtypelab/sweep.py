@@ -10,7 +10,8 @@ Scaling, per format family:
 
 * posits, logarithmic posits, minifloats — ``none``: the raw format; ``adaptive``: PositTune's histogram rule
   (``log2-hist``), per tensor, recomputed on every forward pass for activations;
-* integers, dynamic tree, NF4 — always scaled (absmax); ``adaptive``: the MSE clipping search instead;
+* integers, dynamic tree, NF4 — always scaled (absmax); ``adaptive``: the MSE clipping search for the weights
+  (activations keep absmax: searching 41 scales on every forward pass made a cell 10x slower);
 * MX — the OCP shared exponent in both rows (the spec fixes it): computed once, shown in both.
 
 Example:
@@ -66,7 +67,8 @@ class Cell:
 
         s = Scheme.parse(w)
         gran = str(s.granularity) if s.scale == "mx" else self.activation_granularity
-        return str(Scheme(s.format, gran, s.scale, s.scale_format))
+        scale = "absmax" if s.scale == "mse" else s.scale  # 41 trial scales on every forward pass cost too much
+        return str(Scheme(s.format, gran, scale, s.scale_format))
 
     @property
     def fixed(self) -> bool:
