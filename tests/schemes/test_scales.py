@@ -55,6 +55,35 @@ def test_log2_hist_matches_torch_histc_definition():
         assert float(got) == float(np.float32(2 ** float(centre)))
 
 
+def _log2_hist_definition(row: np.ndarray) -> float:
+    """The rule spelled out in Python (math.log2, like the kernel), NaN for a row with nothing to count."""
+    a = [abs(float(v)) for v in row if v != 0 and math.isfinite(v)]
+    if not a:
+        return math.nan
+    lo, hi = math.log2(min(a)), math.log2(max(a))
+    width = (hi - lo) / 100
+    counts = [0] * 100
+    for v in a:
+        counts[min(max(int(math.floor((math.log2(v) - lo) / width)) if width > 0 else 0, 0), 99)] += 1
+    return lo + (counts.index(max(counts)) + 0.5) * width
+
+
+def test_log2_hist_kernel_equals_definition_on_both_paths_and_dtypes():
+    from dtypelab.kernels.log2hist import CHUNK, log2_hist_centres
+
+    rng = np.random.default_rng(3)
+    long_row = np.exp2(rng.normal(-4, 3, size=(1, 3 * CHUNK + 17)))  # a per-tensor row: the chunked path
+    long_row[0, :: 7] = 0.0
+    long_row[0, 5], long_row[0, 11], long_row[0, 13] = np.nan, np.inf, -np.inf  # left out, like zeros
+    rows = np.exp2(rng.normal(0, 2, size=(6, 500))) * rng.choice([-1, 1], size=(6, 500))
+    rows[2] = 0.0  # nothing to count: NaN centre (scale 1)
+    rows[3, :] = 0.5  # one magnitude: zero-width bins
+    for data in (long_row, rows, rows.astype(np.float32)):
+        got = log2_hist_centres(data, 100)
+        want = [_log2_hist_definition(row) for row in data]
+        np.testing.assert_array_equal(got, np.array(want))
+
+
 def test_log2_energy_closed_form():
     torch.manual_seed(1)
     w = torch.randn(1000, dtype=torch.float64) * 0.02

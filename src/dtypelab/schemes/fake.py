@@ -36,8 +36,14 @@ def fake_quantize(x: torch.Tensor, scheme: Scheme | str, scales: torch.Tensor | 
         raise ValueError(f"scales hold {s.numel()} values but {scheme.granularity} makes {rows.shape[0]} groups "
                          f"of this tensor of shape {tuple(x.shape)}")
     s = s.to(device=rows.device, dtype=work_dtype)[:, None] if s.numel() > 1 else s.to(rows.device, work_dtype)
-    scaled = rows / s
-    q = scheme.granularity.ungroup(scheme.quantize_rows(scaled) * s, layout).to(x.dtype)
+    if scales is None and scheme.scale == "none":  # s = 1: dividing and multiplying by it change nothing
+        scaled = rows
+        q = scheme.quantize_rows(rows)
+    else:
+        scaled = rows / s
+        in_place = scaled.is_contiguous() and not zero_saturated_grad  # that path still needs `scaled`
+        q = scheme.quantize_rows(scaled, out=scaled if in_place else None).mul_(s)
+    q = scheme.granularity.ungroup(q, layout).to(x.dtype)
     if not x.requires_grad:
         return q
     if zero_saturated_grad:

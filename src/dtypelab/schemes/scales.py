@@ -1,7 +1,8 @@
 """Scale rules: one scale per row of grouped values, with ``x ≈ Q(x / s) * s``.
 
-Every rule takes rows ``[groups, size]`` (float64) and the element range, and returns ``s`` of shape
-``[groups]``. An all-zero row gets ``s = 1`` (except ``mx``, which follows the OCP spec).
+Every rule takes rows ``[groups, size]`` (float64, except the rules in ``ANY_DTYPE``, which read float32 rows
+as they are) and the element range, and returns ``s`` of shape ``[groups]`` (float64). An all-zero row gets
+``s = 1`` (except ``mx``, which follows the OCP spec).
 
 * ``none`` — ``s = 1``.
 * ``absmax`` — the row's max |x| (NaN elements ignored) maps to the format's max (1.0 for NF4 / DT).
@@ -9,8 +10,9 @@ Every rule takes rows ``[groups, size]`` (float64) and the element range, and re
   (the smallest power of two that clips nothing), clamped to ``[-POW2_SHIFT, POW2_SHIFT]``. (Seed 004
   clamps ``log2`` without rounding it, so its "power of two" scale is not one.)
 * ``log2-hist`` — PositTune (a): a 100-bin histogram of ``log2|x|`` over its [min, max]; ``s = 2^c`` with ``c``
-  the centre of the fullest bin (not rounded). Exact zeros are left out (with PositTune's ``log2(|x|+eps)``
-  the zeros of a ReLU output would form the fullest bin).
+  the centre of the fullest bin (not rounded), computed by :mod:`dtypelab.kernels.log2hist`. Exact zeros are
+  left out (with PositTune's ``log2(|x|+eps)`` the zeros of a ReLU output would form the fullest bin), and so are
+  NaN and infinities.
 * ``log2-energy`` — PositTune (c): ``s = 2^round(Σx² log2|x| / Σx²)``.
 * ``sqnr`` — PositTune (b): ``s = 2^-k`` for the ``k`` in ``[-5, 4]`` of highest SQNR (first on ties).
 * ``mse`` — clipping search: ``s = r * absmax / max`` for the ``r`` in ``linspace(1, 0.2, 41)`` of lowest MSE.
@@ -34,11 +36,13 @@ from dataclasses import dataclass
 import torch
 
 from dtypelab.formats import Format
+from dtypelab.kernels.log2hist import log2_hist_centres
 
 POW2_SHIFT = 24
 SQNR_EXPONENTS = range(-5, 5)
 MSE_RATIOS = torch.linspace(1.0, 0.2, 41, dtype=torch.float64)
 HIST_BINS = 100
+ANY_DTYPE = frozenset({"none", "log2-hist"})  # rules that need no float64 copy of the rows
 MX_ELEMENTS = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8")
 
 
@@ -79,7 +83,7 @@ def _nonzero_or_one(s: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
 
 @rule("none")
 def _none(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    return torch.ones(rows.shape[0], dtype=rows.dtype, device=rows.device)
+    return torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
 
 
 @rule("absmax")
@@ -97,21 +101,10 @@ def _pow2(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.T
 
 @rule("log2-hist")
 def _log2_hist(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    nonzero = rows != 0
-    logs = torch.log2(torch.where(nonzero, rows.abs(), torch.ones_like(rows)))
-    lo = torch.where(nonzero, logs, torch.full_like(logs, math.inf)).amin(dim=1, keepdim=True)
-    hi = torch.where(nonzero, logs, torch.full_like(logs, -math.inf)).amax(dim=1, keepdim=True)
-    any_nonzero = nonzero.any(dim=1, keepdim=True)
-    lo = torch.where(any_nonzero, lo, torch.zeros_like(lo))
-    hi = torch.where(any_nonzero, hi, torch.zeros_like(hi))
-    width = (hi - lo) / HIST_BINS
-    safe_width = torch.where(width > 0, width, torch.ones_like(width))
-    bins = ((logs - lo) / safe_width).floor().clamp(0, HIST_BINS - 1).long()
-    counts = torch.zeros(rows.shape[0], HIST_BINS, dtype=torch.long, device=rows.device)
-    counts.scatter_add_(1, bins, nonzero.long())
-    fullest = counts.argmax(dim=1, keepdim=True)  # first of equal maxima, like torch.histc + argmax
-    centre = lo + (fullest + 0.5) * width
-    return torch.exp2(centre.squeeze(1)).where(any_nonzero.squeeze(1), torch.ones_like(centre.squeeze(1)))
+    cpu = rows.detach().cpu()
+    cpu = cpu if cpu.dtype in (torch.float32, torch.float64) else cpu.float()  # exact for float16 / bfloat16
+    centres = torch.from_numpy(log2_hist_centres(cpu.numpy(), HIST_BINS)).to(rows.device)
+    return torch.where(torch.isnan(centres), 1.0, torch.exp2(centres))
 
 
 @rule("log2-energy")

@@ -27,7 +27,7 @@ import torch
 
 from dtypelab.formats import Format, fmt
 from dtypelab.schemes.granularity import Granularity, Layout
-from dtypelab.schemes.scales import MX_ELEMENTS, RULES, ElementRange, element_range
+from dtypelab.schemes.scales import ANY_DTYPE, MX_ELEMENTS, RULES, ElementRange, element_range
 
 ALIASES = {
     "mxfp8": "e4m3/block:32/mx", "mxfp8_e5m2": "e5m2/block:32/mx", "mxfp6": "e3m2/block:32/mx",
@@ -103,20 +103,21 @@ class Scheme:
 
     # ---- the arithmetic, on rows [groups, size] -------------------------------------------------------------
 
-    def quantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Q of already-scaled rows, in the rows' dtype (saturating; MX clips to ±max first)."""
+    def quantize_rows(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Q of already-scaled rows, in the rows' dtype (saturating; MX clips to ±max first); ``out`` may be
+        ``rows`` itself."""
         rng = self.element_range
         if self.scale == "mx":
             rows = rows.clamp(-rng.max, rng.max)
         if rng.zero_point:
-            return self.format.quantize(rows + rng.zero_point) - rng.zero_point
-        return self.format.quantize(rows)
+            return self.format.quantize(rows + rng.zero_point, out=out).sub_(rng.zero_point)
+        return self.format.quantize(rows, out=out)
 
     def row_scales(self, rows: torch.Tensor) -> torch.Tensor:
         """Stored scales ``[groups]`` (float64) for rows, by the rule, then rounded to the scale format
         (MX scales come out of their rule E8M0-exact)."""
-        rows64 = rows.detach().to(torch.float64)
-        s = RULES[self.scale](rows64, self.element_range, self.quantize_rows)
+        rows = rows.detach() if self.scale in ANY_DTYPE else rows.detach().to(torch.float64)
+        s = RULES[self.scale](rows, self.element_range, self.quantize_rows)
         return s if self.scale == "mx" else store_scales(s, self.scale_format)
 
     def group(self, x: torch.Tensor) -> tuple[torch.Tensor, Layout]:

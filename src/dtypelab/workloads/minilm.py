@@ -42,7 +42,7 @@ __all__ = ["MiniLM", "SentenceEncoder", "RetrievalTask", "build_task", "retrieva
 
 log = logging.getLogger(__name__)
 
-PASSAGE_WORDS = 48
+PASSAGE_WORDS = 16
 MAX_PASSAGES = 6
 MAX_TOKENS = 128
 BATCH_SIZE = 32
