@@ -68,11 +68,17 @@ def test_reading_is_generated_from_numbers():
         ("e4m3", "none", 94.2), ("e4m3", "adaptive", 94.3), ("dt8", "none", 95.0), ("dt5", "none", 94.5),
         ("dt4", "none", 90.0)]}
     text = sweep_report.reading("w", table)
-    assert "rescues 6-bit posits" in text and "reach FP8" in text
+    assert "rescues 6-bit posits" in text and "reaches FP8" in text
     assert "down to 5 bits" in text
     table[("posit(6,1)", "adaptive")] = r("posit(6,1)", "adaptive", 41.0)
     text = sweep_report.reading("w", table)
-    assert "does not visibly change" in text and "fall short of FP8" in text
+    assert "does not visibly change" in text and "falls short of FP8" in text
+    # a metric in [0, 1] (recall@1): a point is 0.01, so 0.05 -> 0.51 is a rescue and 0.54 -> 0.29 a drop
+    fractions = {k: r(k[0], k[1], v.primary / 100) for k, v in table.items()}
+    fractions[("posit(6,1)", "none")] = r("posit(6,1)", "none", 0.05)
+    fractions[("posit(6,1)", "adaptive")] = r("posit(6,1)", "adaptive", 0.51)
+    text = sweep_report.reading("w", fractions)
+    assert "rescues 6-bit posits (posit(6,1) 0.050 -> 0.510)" in text and "down to 5 bits" in text
 
 
 def test_bad_sweep_file(tmp_path):

@@ -150,21 +150,22 @@ def search(
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/search-WORKLOAD-SPACE-BUDGET).")]
     = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output directory's checkpoint.")] = False,
+    ablation: Annotated[bool, typer.Option(help="Also run the GA under the other two objectives and compare.")]
+    = False,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """LPQ-style genetic search of per-layer formats under a bit budget."""
-    from dtypelab.search import GASettings, Objective
+    from dtypelab.search import GASettings
     from dtypelab.search import search as run_search
+    from dtypelab.search.run import OBJECTIVES
 
-    objectives = {"global+local": Objective(), "global": Objective(local_weight=0),
-                  "local": Objective(global_weight=0)}
     try:
-        if objective not in objectives:
-            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(objectives)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
         spaces = space if space in ("lp", "posit") else [s.strip() for s in space.split(",") if s.strip()]
         out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
-        result = run_search(wl, spaces, budget, objective=objectives[objective],
+        result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation,
                             settings=GASettings(population=population, generations=generations, seed=seed),
                             executor=executor, workers=workers, out_dir=out, resume=resume,
                             progress=lambda r: typer.echo(f"generation {r['generation']}: best {r['best']:.5f} "

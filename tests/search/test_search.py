@@ -29,6 +29,26 @@ def test_search_respects_budget_and_writes_outputs(workload, tmp_path):
     assert report is not None
 
 
+def test_ablation_runs_each_objective_and_measures_both_terms(workload, tmp_path):
+    from dtypelab.search.run import OBJECTIVES
+
+    settings = GASettings(population=6, generations=2, seed=1)
+    result = search(workload, space="lp", budget=5.0, settings=settings, executor="serial", out_dir=tmp_path,
+                    ablation=True)
+    rows = {a.objective: a for a in result.ablation}
+    assert set(rows) == set(OBJECTIVES)
+    assert rows["global+local"].best.config == result.best.config
+    for a in rows.values():
+        assert a.best.bits_per_weight <= 5.0
+    # each winner's own objective value is the sum of the terms its objective weighs
+    both = rows["global+local"]
+    assert both.best.objective == pytest.approx(both.global_term + both.local_term)
+    assert rows["local"].best.objective == pytest.approx(rows["local"].local_term)
+    assert rows["global"].best.objective == pytest.approx(rows["global"].global_term)
+    assert "Ablation" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "checkpoint-local.json").exists() and (tmp_path / "checkpoint-global.json").exists()
+
+
 def test_budget_below_cheapest_is_an_error(workload):
     with pytest.raises(ValueError, match="cheapest"):
         search(workload, space="lp", budget=1.0, settings=GASettings(population=4, generations=1), executor="serial")

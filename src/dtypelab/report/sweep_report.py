@@ -35,8 +35,13 @@ def _by(results: dict[str, Result], workload: str) -> dict[tuple[str, str], Resu
     return {(r.cell, r.scaling): r for r in results.values() if r.workload == workload}
 
 
-def _fmt(v: float) -> float:
-    return round(v, 2)
+def _point(table: dict[tuple[str, str], Result]) -> float:
+    """One "point" of the primary metric: 0.01 for a fraction (recall@1 in [0, 1]), else 1 (a percentage)."""
+    return 0.01 if all(abs(r.primary) <= 1 for r in table.values()) else 1.0
+
+
+def _fmt(v: float, point: float = 1.0) -> float:
+    return round(v, 2 if point == 1 else 4)
 
 
 def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
@@ -47,27 +52,33 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
 
     any_r = next(iter(table.values()))
     key = any_r.primary_metric
+    point = _point(table)
+    digits = 2 if point == 1 else 3
+
+    def show(v: float) -> str:
+        return f"{v:.{digits}f}"
+
     parts = []
     fp32 = metric("fp32", "none")
     if fp32 is not None:
-        parts.append(f"On {workload}, FP32 scores {key} {fp32:.2f}.")
+        parts.append(f"On {workload}, FP32 scores {key} {show(fp32)} (one point below is {show(point)}).")
     p6 = {c: (metric(c, "none"), metric(c, "adaptive")) for c in ("posit(6,0)", "posit(6,1)")}
     p6 = {c: v for c, v in p6.items() if None not in v}
     if p6:
-        gains = [f"{c} {n:.2f} -> {a:.2f}" for c, (n, a) in p6.items()]
-        rescued = any(a - n > 1.0 for n, a in p6.values())
+        gains = [f"{c} {show(n)} -> {show(a)}" for c, (n, a) in p6.items()]
+        rescued = any(a - n > point for n, a in p6.values())
         parts.append(f"Adaptive scaling {'rescues' if rescued else 'does not visibly change'} 6-bit posits "
                      f"({'; '.join(gains)}).")
         fp8 = [v for v in (metric("e4m3", "none"), metric("e4m3", "adaptive")) if v is not None]
         if fp8:
             best6, best8 = max(a for _, a in p6.values()), max(fp8)
-            verdict = "reach" if best6 >= best8 - 0.5 else "fall short of"
-            parts.append(f"The best 6-bit adaptive posit ({best6:.2f}) {verdict} FP8 E4M3 quality ({best8:.2f}).")
+            verdict = "reaches" if best6 >= best8 - point / 2 else "falls short of"
+            parts.append(f"The best 6-bit adaptive posit ({show(best6)}) {verdict} FP8 E4M3 quality ({show(best8)}).")
     dts = [(n, metric(f"dt{n}", "none")) for n in range(8, 2, -1) if metric(f"dt{n}", "none") is not None]
     if len(dts) > 1:
-        curve = ", ".join(f"DT{n} {v:.2f}" for n, v in dts)
+        curve = ", ".join(f"DT{n} {show(v)}" for n, v in dts)
         top = dts[0][1]
-        broken = next((n for n, v in dts if top - v > 1.0), None)
+        broken = next((n for n, v in dts if top - v > point), None)
         shape = (f"it holds within 1 point of DT8 down to {broken + 1} bits and drops below that" if broken
                  else "it stays within 1 point of DT8 at every width")
         parts.append(f"The real dynamic tree is not flat like the seed's defective one: {curve}; {shape}.")
@@ -78,7 +89,8 @@ def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) 
     header = ["scaling", *cells]
     rows = []
     for scaling in SCALINGS:
-        rows.append([scaling, *(_fmt(table[(c, scaling)].primary) if (c, scaling) in table else "" for c in cells)])
+        rows.append([scaling, *(_fmt(table[(c, scaling)].primary, _point(table)) if (c, scaling) in table else ""
+                                for c in cells)])
     return header, rows
 
 
@@ -90,7 +102,7 @@ def seed002_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) ->
         r = table.get((c, "none"))
         if r:
             energy = "" if r.energy_pj is None else round(r.energy_pj / 1000, 1)
-            rows.append([c, "none", _fmt(r.primary), round(r.bits_per_weight, 3), round(r.size_mb, 4),
+            rows.append([c, "none", _fmt(r.primary, _point(table)), round(r.bits_per_weight, 3), round(r.size_mb, 4),
                          f"{r.weight_mse:.3g}", energy])
     return header, rows
 

@@ -60,7 +60,7 @@ class ElementRange:
         return math.floor(math.log2(self.max * self.unit))
 
 
-Quantizer = Callable[[torch.Tensor], torch.Tensor]  # rows/s -> Q(rows/s), for rules that search
+Quantizer = Callable[..., torch.Tensor]  # (rows / s, out=None) -> Q(rows / s), for rules that search
 Rule = Callable[[torch.Tensor, ElementRange, "Quantizer | None"], torch.Tensor]
 RULES: dict[str, Rule] = {}
 
@@ -116,9 +116,15 @@ def _log2_energy(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> 
     return _nonzero_or_one(torch.exp2(torch.round((sq * logs).sum(dim=1) / safe)), energy)
 
 
+def _squared_error(rows: torch.Tensor, s: torch.Tensor, q: Quantizer) -> torch.Tensor:
+    """Per row, ``Σ (Q(x / s) * s - x)²``, computed in one buffer."""
+    t = torch.div(rows, s, out=torch.empty(rows.shape, dtype=rows.dtype, device=rows.device))
+    return q(t, out=t).mul_(s).sub_(rows).square_().sum(dim=1)
+
+
 def _best(rows: torch.Tensor, candidates: torch.Tensor, q: Quantizer) -> torch.Tensor:
     """Per row, the candidate scale (candidates ``[k, groups]``) with the lowest error (first on ties)."""
-    errors = torch.stack([((q(rows / s[:, None]) * s[:, None] - rows) ** 2).sum(dim=1) for s in candidates])
+    errors = torch.stack([_squared_error(rows, s[:, None], q) for s in candidates])
     return candidates.gather(0, errors.argmin(dim=0, keepdim=True)).squeeze(0)
 
 

@@ -36,6 +36,7 @@ from dtypelab.search.problem import Problem, build_problem
 log = logging.getLogger(__name__)
 
 CONTRASTIVE = Objective()
+OBJECTIVES = {"global+local": CONTRASTIVE, "global": Objective(local_weight=0), "local": Objective(global_weight=0)}
 DEFAULT_GA = GASettings()
 DEFAULT_ACTIVATIONS = {"lp": "lp(8,1,7,0)/tensor/log2-hist", "posit": "posit(8,1)/tensor/log2-hist"}
 
@@ -63,6 +64,16 @@ class Evaluated:
 
 
 @dataclass
+class Ablated:
+    """The GA's best under one objective, with both terms of the objective measured on it."""
+
+    objective: str
+    best: Evaluated
+    global_term: float
+    local_term: float
+
+
+@dataclass
 class SearchResult:
     workload: str
     primary_metric: str
@@ -76,6 +87,7 @@ class SearchResult:
     evaluations: int
     objective: str
     extra: dict[str, Any] = field(default_factory=dict)
+    ablation: list[Ablated] = field(default_factory=list)
 
     def table(self) -> str:
         from dtypelab.report.tables import markdown_table
@@ -87,7 +99,14 @@ class SearchResult:
         rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key], "", "uniform"] for e in self.uniform]
         rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key], round(e.objective or 0, 5), "pareto"]
                  for e in self.pareto]
-        return markdown_table(["config", "bits/weight", key, "objective", "kind"], rows)
+        table = markdown_table(["config", "bits/weight", key, "objective", "kind"], rows)
+        if not self.ablation:
+            return table
+        ablation = markdown_table(
+            ["GA objective", "bits/weight", key, "global term", "local term"],
+            [[a.objective, round(a.best.bits_per_weight, 3), a.best.metrics[key], round(a.global_term, 5),
+              round(a.local_term, 5)] for a in self.ablation])
+        return f"{table}\n\nAblation: the GA's best under each objective, both terms measured on it\n\n{ablation}"
 
     def to_json(self) -> dict:
         def ev(e: Evaluated) -> dict:
@@ -98,7 +117,8 @@ class SearchResult:
                 "fp32": self.fp32, "best": ev(self.best), "random_best": ev(self.random_best),
                 "pareto": [ev(e) for e in self.pareto], "uniform": [ev(e) for e in self.uniform],
                 "history": self.history, "evaluations": self.evaluations, "objective": self.objective,
-                **self.extra}
+                "ablation": [{"objective": a.objective, "global_term": a.global_term, "local_term": a.local_term,
+                              **ev(a.best)} for a in self.ablation], **self.extra}
 
 
 def _evaluate(workload: Any, model: torch.nn.Module, config: dict | None, limit: int | None) -> dict[str, float]:
@@ -133,13 +153,14 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
            activations: Sequence[str | None] | None = None, objective: Objective = CONTRASTIVE,
            settings: GASettings = DEFAULT_GA, executor: str = "process", workers: int | None = None,
            out_dir: str | os.PathLike | None = None, resume: bool = False, batches: int = 2,
-           eval_limit: int | None = None, pareto_points: int = 5,
+           eval_limit: int | None = None, pareto_points: int = 5, ablation: bool = False,
            progress: Callable[[dict], None] | None = None) -> SearchResult:
     """Search per-layer weight (and optionally activation) schemes of ``workload`` under ``budget`` bits/weight.
 
     ``workload`` is a registered name (``dl.workloads.names()``) or a Workload object. ``out_dir`` receives
     ``checkpoint.json`` (every generation), and at the end ``best_config.yaml``, ``results.json``,
-    ``pareto.csv`` and ``pareto.png``; ``resume=True`` continues from its checkpoint.
+    ``pareto.csv`` and ``pareto.png``; ``resume=True`` continues from its checkpoint. ``ablation=True`` also runs
+    the GA (same settings and seed) under the other two of ``OBJECTIVES`` and reports each winner.
     """
     from dtypelab import workloads
 
@@ -159,16 +180,20 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
     if out:
         out.mkdir(parents=True, exist_ok=True)
     run = make_executor(executor, workers)
-    score = Score(problem, objective)
 
-    def fitness(genomes: list[Genome]) -> list[float]:
-        return run(score, genomes) if executor != "serial" else [score(g) for g in genomes]
+    def fitness_under(obj: Objective) -> Callable[[list[Genome]], list[float]]:
+        score = Score(problem, obj)
+        return lambda genomes: run(score, genomes) if executor != "serial" else [score(g) for g in genomes]
 
+    others = {name: obj for name, obj in OBJECTIVES.items() if name != objective.name} if ablation else {}
     try:
         seeds = _seeds(problem)
-        ga = evolve(fitness, costs, budget_bits, settings, seeds=seeds,
+        ga = evolve(fitness_under(objective), costs, budget_bits, settings, seeds=seeds,
                     checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
-        rnd = random_search(fitness, costs, budget_bits, ga.evaluations, seed=settings.seed + 1)
+        rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1)
+        ablated = {name: evolve(fitness_under(obj), costs, budget_bits, settings, seeds=seeds,
+                                checkpoint=out / f"checkpoint-{name}.json" if out else None, resume=resume)
+                   for name, obj in others.items()}
     finally:
         getattr(run, "close", lambda: None)()
 
@@ -191,10 +216,15 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
         config = uniform_config(spec, None if act is None else str(act))
         bits = _uniform_bits(problem, spec)
         uniform.append(Evaluated(spec, bits, _evaluate(wl, model, config, eval_limit), None, config))
+    terms = (Score(problem, OBJECTIVES["global"]), Score(problem, OBJECTIVES["local"]))
+    winners = {objective.name: (best, ga.best)} if ablation else {}
+    winners.update({name: (evaluated(f"ga-{name}", r.best, r), r.best) for name, r in ablated.items()})
+    ablation_rows = [Ablated(name, e, terms[0](g), terms[1](g)) for name, (e, g) in winners.items()]
     result = SearchResult(wl.name, primary, budget, fp32, best, random_best, pareto, uniform, ga.history,
                           ga.evaluations, objective.name,
                           {"random_best_objective": rnd.best_fitness, "layers": problem.layers,
-                           "options_kept": [len(o) for o in problem.options], "options_total": problem.pruned_from})
+                           "options_kept": [len(o) for o in problem.options], "options_total": problem.pruned_from},
+                          ablation_rows)
     if out:
         _write_outputs(out, result)
     return result
