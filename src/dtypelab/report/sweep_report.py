@@ -61,7 +61,8 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
     parts = []
     fp32 = metric("fp32", "none")
     if fp32 is not None:
-        parts.append(f"On {workload}, FP32 scores {key} {show(fp32)} (one point below is {show(point)}).")
+        unit = "" if point == 1 else f" (a fraction: a point below is {point})"
+        parts.append(f"On {workload}, FP32 scores {key} {show(fp32)}{unit}.")
     p6 = {c: (metric(c, "none"), metric(c, "adaptive")) for c in ("posit(6,0)", "posit(6,1)")}
     p6 = {c: v for c, v in p6.items() if None not in v}
     if p6:
