@@ -37,8 +37,9 @@ def info_nce(q: torch.Tensor, f: torch.Tensor, tau: float = TAU) -> torch.Tensor
 
 def relative_error(y_q: torch.Tensor, y: torch.Tensor) -> float:
     """``||y_q - y||² / ||y||²``."""
-    y, y_q = y.double(), y_q.double()
-    return float(((y_q - y) ** 2).sum() / (y * y).sum().clamp_min(1e-300))
+    y = y.reshape(-1).double()
+    d = y_q.reshape(-1).double() - y
+    return float(d.dot(d) / y.dot(y).clamp_min(1e-300))
 
 
 @dataclass(frozen=True)

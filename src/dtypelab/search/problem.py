@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dtypelab.schemes import Scheme, fake_quantize, quantize
+from dtypelab.model.stats import size_only
+from dtypelab.schemes import Scheme, fake_quantize
 from dtypelab.search.objective import relative_error
 from dtypelab.search.space import pareto_options, weight_options
 
@@ -58,7 +59,7 @@ class Problem:
             return self
         if self.token not in _LOADED:
             model = self.workload.model()
-            batches = list(self.workload.calibration())[: self.n_batches]
+            batches = list(self.workload.calibration(self.n_batches))[: self.n_batches]
             with torch.no_grad():
                 f_final = torch.cat([self.workload.run(model, b).float() for b in batches])
             _LOADED[self.token] = (model, batches, f_final)
@@ -126,18 +127,17 @@ def _capture(model: nn.Module, names: list[str], batch: Any, run: Any, keep: int
     return seen
 
 
-def _layer_divergence(module: nn.Module, x: torch.Tensor, y: torch.Tensor, w: Scheme, a: Scheme | None) -> float:
-    wq = fake_quantize(module.weight.detach(), w)
-    xq = x if a is None or isinstance(module, nn.Embedding) else fake_quantize(x, a)
+def _layer_divergence(module: nn.Module, xq: torch.Tensor, y: torch.Tensor, w: Scheme) -> float:
+    """The layer's relative output error with weights under ``w`` on its (already quantized) FP32 input."""
     with torch.no_grad():
-        return relative_error(functional_call(module, {"weight": wq}, (xq,)), y)
+        return relative_error(functional_call(module, {"weight": fake_quantize(module.weight.detach(), w)}, (xq,)), y)
 
 
 def build_problem(workload: Any, space: str | Sequence[str], activations: Sequence[str | None],
                   batches: int = 2, local_samples: int = 16) -> Problem:
     """Load the workload's model, cache FP32 activations, and price and prune every layer's options."""
     model = workload.model()
-    calib = list(workload.calibration())[:batches]
+    calib = list(workload.calibration(batches))[:batches]
     if not calib:
         raise ValueError(f"workload {workload.name!r} gave no calibration batches")
     names = [n for n, m in model.named_modules() if isinstance(m, SEARCHED_KINDS)]
@@ -153,8 +153,9 @@ def build_problem(workload: Any, space: str | Sequence[str], activations: Sequen
         w = module.weight.detach()
         x, y = cached[name]
         cands = weight_options(space, w)
-        bits = [float(quantize(w, s).storage_bits) for s in cands]
-        div = [[_layer_divergence(module, x, y, s, a) for a in acts] for s in cands]
+        bits = [float(size_only(w, s).storage_bits) for s in cands]
+        inputs = [x if a is None or isinstance(module, nn.Embedding) else fake_quantize(x, a) for a in acts]
+        div = [[_layer_divergence(module, xq, y, s) for xq in inputs] for s in cands]
         keep = pareto_options(bits, [min(d) for d in div])
         options.append([cands[k] for k in keep])
         costs.append([bits[k] for k in keep])

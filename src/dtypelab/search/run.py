@@ -231,9 +231,11 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
 
 
 def _uniform_bits(problem: Problem, spec: str) -> float:
-    from dtypelab.schemes import quantize
+    from dtypelab.model.stats import size_only
+    from dtypelab.schemes import Scheme
 
-    bits = sum(quantize(problem.model.get_submodule(n).weight.detach(), spec).storage_bits for n in problem.layers)
+    scheme = Scheme.parse(spec)
+    bits = sum(size_only(problem.model.get_submodule(n).weight, scheme).storage_bits for n in problem.layers)
     return bits / sum(problem.numel)
 
 

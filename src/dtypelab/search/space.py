@@ -7,9 +7,9 @@
   and sqnr, per tensor or per channel (scales counted);
 * a list of scheme strings — the same candidates for every layer.
 
-An option's cost is the layer's exact stored bits (``quantize(W, scheme).storage_bits``). Options that are
-dominated for a layer — another option is no costlier and has a lower layer divergence — are pruned
-before the search (:func:`pareto_options`).
+An option's cost is the layer's exact stored bits (``quantize(W, scheme).storage_bits``, counted without
+rounding). Options that are dominated for a layer — another option is no costlier and has a lower layer
+divergence — are pruned before the search (:func:`pareto_options`).
 
 Example:
     >>> import torch

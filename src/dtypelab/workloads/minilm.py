@@ -7,11 +7,11 @@ The task, exactly (docs/workloads.md says the same):
    topic's text is dropped (``if`` duplicates ``else``), leaving 78 topics on Python 3.11.
 2. Each topic's text is split into lines; its title is the first line (stripped), its body the lines after
    the ``****`` underline, joined and split on whitespace into words.
-3. Passages: consecutive chunks of ``PASSAGE_WORDS`` (48) words from the start of the body, at most
+3. Passages: consecutive chunks of ``PASSAGE_WORDS`` (16) words from the start of the body, at most
    ``MAX_PASSAGES`` (6) per topic; chunks shorter than half that are dropped, except that a topic always
    keeps its first chunk. The first passage is prefixed with ``"<title>. "``.
 4. Each passage is embedded once (tokenised with the model's tokenizer, truncated to 128 tokens, batches
-   of 32 in order of text length; embedding = attention-masked mean of the last hidden state, L2-normalised).
+   of 32 in order of token count; embedding = attention-masked mean of the last hidden state, L2-normalised).
 5. A topic is represented by the normalised mean of its passages' embeddings. Every passage of a topic
    with two or more passages is a query; for the query's own topic the centroid leaves the query out.
 6. Score = cosine(query, topic centroid). rank = number of topics scoring strictly higher than the
@@ -106,7 +106,7 @@ def build_task(limit: int | None = None) -> RetrievalTask:
     Example:
         >>> t = build_task()
         >>> len(t.topic_names), len(t.texts)
-        (78, 327)
+        (78, 434)
     """
     from pydoc_data.topics import topics
 
@@ -220,7 +220,8 @@ class MiniLM(Workload):
 
     # -- interface --------------------------------------------------------------------------------
     def calibration(self, n_batches: int = 4, batch_size: int = BATCH_SIZE) -> list[dict[str, torch.Tensor]]:
-        """``n_batches`` tokenised batches of task passages in a fixed seeded order.
+        """``n_batches`` tokenised batches of task passages: ``n_batches * batch_size`` passages drawn in a fixed
+        seeded order, then batched in order of length (little padding).
 
         Example:
             >>> [b["input_ids"].shape[0] for b in MiniLM().calibration(2, batch_size=4)]
@@ -228,8 +229,14 @@ class MiniLM(Workload):
         """
         texts = build_task().texts
         order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(1234)).tolist()
-        return [self.tokenize([texts[j] for j in order[i * batch_size : (i + 1) * batch_size]])
-                for i in range(n_batches) if i * batch_size < len(texts)]
+        chosen = [texts[j] for j in order[: n_batches * batch_size]]
+        chosen = [chosen[j] for j in self._by_length(chosen)]
+        return [self.tokenize(chosen[i : i + batch_size]) for i in range(0, len(chosen), batch_size)]
+
+    def _by_length(self, texts: list[str] | tuple[str, ...]) -> list[int]:
+        """Indices of ``texts`` in order of token count (ties by index): batches of them need little padding."""
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=MAX_TOKENS)["input_ids"]]
+        return sorted(range(len(texts)), key=lambda i: (lengths[i], i))
 
     def run(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L2-normalised sentence embeddings (N, 384) of one tokenised batch."""
@@ -237,8 +244,8 @@ class MiniLM(Workload):
             return model(**batch)
 
     def embed(self, model: nn.Module, texts: list[str] | tuple[str, ...]) -> torch.Tensor:
-        """Embeddings of ``texts`` in their order, batched by length (deterministic)."""
-        order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+        """Embeddings of ``texts`` in their order, batched by token count (deterministic)."""
+        order = self._by_length(texts)
         out = torch.empty(len(texts), 0)
         was_training = model.training
         model.eval()
