@@ -152,6 +152,7 @@ def search(
     resume: Annotated[bool, typer.Option(help="Continue from the output directory's checkpoint.")] = False,
     ablation: Annotated[bool, typer.Option(help="Also run the GA under the other two objectives and compare.")]
     = False,
+    batches: Annotated[int, typer.Option(help="Calibration batches each candidate is scored on.")] = 2,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """LPQ-style genetic search of per-layer formats under a bit budget."""
@@ -165,7 +166,7 @@ def search(
         wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
         spaces = space if space in ("lp", "posit") else [s.strip() for s in space.split(",") if s.strip()]
         out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
-        result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation,
+        result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation, batches=batches,
                             settings=GASettings(population=population, generations=generations, seed=seed),
                             executor=executor, workers=workers, out_dir=out, resume=resume,
                             progress=lambda r: typer.echo(f"generation {r['generation']}: best {r['best']:.5f} "

@@ -13,14 +13,16 @@ SPECS = ["posit(8,1)", "posit(16,1)", "e4m3", "fp16", "bf16", "lp(8,2,2,0)", "lp
          "uint8", "int16", "codebook(0,1e-38,1)"]
 
 
-def _bucket_ends(dtype: type) -> np.ndarray:
-    if dtype == np.float32:
-        keys = np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)
-        bits = np.concatenate([keys, keys | np.uint32(0xFFFF), keys + np.uint32(1), keys | np.uint32(0x8000)])
-        return bits.view(np.float32)
-    keys = np.arange(1 << 16, dtype=np.uint64) << np.uint64(48)
-    low = np.uint64((1 << 48) - 1)
-    return np.concatenate([keys, keys | low, keys + np.uint64(1)]).view(np.float64)
+def _bucket_ends(dtype: type, key_bits: int, sample: int = 1 << 16) -> np.ndarray:
+    """Each bucket's lowest, second-lowest, middle and highest member, for ``sample`` buckets (all, if fewer)."""
+    width = np.uint32 if dtype == np.float32 else np.uint64
+    low_bits = (32 if dtype == np.float32 else 64) - key_bits
+    keys = np.arange(1 << key_bits, dtype=width)
+    if keys.size > sample:
+        keys = np.random.default_rng(0).choice(keys, sample, replace=False)
+    keys = keys << width(low_bits)
+    low = width((1 << low_bits) - 1)
+    return np.concatenate([keys, keys | low, keys + width(1), keys | width(1 << (low_bits - 1))]).view(dtype)
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -31,7 +33,8 @@ def test_fast_path_equals_reference_on_bucket_ends_and_random_inputs(spec: str, 
     rng = np.random.default_rng(1)
     width = np.uint32 if dtype == np.float32 else np.uint64
     rand = rng.integers(0, np.iinfo(width).max, 200_000, dtype=width, endpoint=True).view(dtype)
-    x = np.concatenate([_bucket_ends(dtype), rand, table.thresholds.astype(dtype)])
+    key_bits = (32 if dtype == np.float32 else 64) - f.engine.lut(dtype).low_bits
+    x = np.concatenate([_bucket_ends(dtype, 16), _bucket_ends(dtype, key_bits), rand, table.thresholds.astype(dtype)])
     ref = table.reference_index(x)
     xt = torch.from_numpy(x)
     with np.errstate(invalid="ignore"):

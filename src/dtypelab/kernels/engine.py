@@ -104,7 +104,7 @@ class TableEngine(Engine):
         dtype = np.dtype(dtype)
         found = self._luts.get(dtype)
         if found is None:
-            found = self._luts[dtype] = lut.build_lut(self.table, dtype)
+            found = self._luts[dtype] = lut.choose_lut(self.table, dtype)
         return found
 
     @cached_property
@@ -123,9 +123,9 @@ class TableEngine(Engine):
         f32 = x.dtype == np.float32
         if m.direct:
             direct = lut.apply_direct_f32 if f32 else lut.apply_direct_f64
-            return int(direct(bits, out.numpy(), self._out_table(out, what), m.first, t.nan_index))
+            return int(direct(bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, t.nan_index))
         kernel = lut.apply_f32 if f32 else lut.apply_f64
-        return int(kernel(x, bits, out.numpy(), self._out_table(out, what), m.first, m.entries,
+        return int(kernel(x, bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, m.entries,
                           m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))
 
     def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:

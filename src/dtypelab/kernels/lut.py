@@ -1,7 +1,9 @@
 """Fast path of the rounding engine: a two-level lookup on the bits of the input, in numba.
 
-The *bucket* of an input is its top 16 bits (float32: sign, exponent, 7 mantissa bits; float64: sign,
-exponent, 4 mantissa bits); the *low* bits are the rest (16 for float32, 48 for float64). For each bucket,
+The *bucket* of an input is its top ``key_bits`` bits (16: float32 sign, exponent and 7 mantissa bits; float64
+sign, exponent and 4 mantissa bits); the *low* bits are the rest. 16 key bits (a 512 KiB first level) settle
+every bucket of most formats of 8 bits or fewer; where 20 key bits (8 MiB) settle every bucket and 16 do not
+(uint8, fp16, bf16 for float32 inputs), those are used (:func:`choose_lut`). For each bucket,
 :func:`build_lut` stores one packed word ``head = offset << 6 | shift`` pointing into an int32 ``entries``
 array. An input's entry is::
 
@@ -33,7 +35,8 @@ from numba import njit, prange
 
 from dtypelab.kernels.table import UP, RoundingTable
 
-_LOW_BITS = {np.dtype(np.float32): 16, np.dtype(np.float64): 48}
+_TOTAL_BITS = {np.dtype(np.float32): 32, np.dtype(np.float64): 64}
+KEY_BITS = (16, 20)  # first-level widths tried, narrowest first
 _INT = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _UINT = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 MAX_SUB_BITS = 8  # a bucket is cut into at most 2**8 sub-buckets
@@ -44,7 +47,7 @@ class Lut:
     """The two-level table of one :class:`RoundingTable` for one input dtype (see the module docstring)."""
 
     low_bits: int
-    first: np.ndarray  # int32 (int64 if needed) [2 * 65536]
+    first: np.ndarray  # int32 (int64 if needed) [2 * 2**key_bits]
     entries: np.ndarray  # int32
     fallback_first: np.ndarray  # int32
     fallback_span: np.ndarray  # int32
@@ -63,16 +66,33 @@ def _index_of_bits(table: RoundingTable, bits: np.ndarray, dtype: np.dtype) -> n
     return table.reference_index(bits.astype(_UINT[dtype]).view(dtype))
 
 
-def build_lut(table: RoundingTable, dtype: np.dtype) -> Lut:
-    """Build the :class:`Lut` of ``table`` for ``float32`` or ``float64`` inputs."""
+def settled_at(table: RoundingTable, dtype: np.dtype, key_bits: int) -> bool:
+    """True when every finite threshold is a ``dtype`` value whose low bits (below the top ``key_bits``) are zero:
+    then no threshold lies inside a bucket and the :class:`Lut` is direct."""
     dtype = np.dtype(dtype)
-    lb = _LOW_BITS[dtype]
-    keys = np.arange(1 << 16, dtype=np.uint64) << np.uint64(lb)
+    t = table.thresholds[np.isfinite(table.thresholds)]
+    as_input = t.astype(dtype)
+    low = as_input.view(_UINT[dtype]) & _UINT[dtype]((1 << (_TOTAL_BITS[dtype] - key_bits)) - 1)
+    return bool(np.all(as_input == t) and not low.any())
+
+
+def choose_lut(table: RoundingTable, dtype: np.dtype) -> Lut:
+    """The narrowest :class:`Lut` of ``KEY_BITS`` that is direct; else the narrowest (the wider tables do not
+    settle thresholds that are not short binary fractions, such as LP's and the dynamic tree's)."""
+    key_bits = next((k for k in KEY_BITS if settled_at(table, dtype, k)), KEY_BITS[0])
+    return build_lut(table, dtype, key_bits)
+
+
+def build_lut(table: RoundingTable, dtype: np.dtype, key_bits: int = 16) -> Lut:
+    """Build the :class:`Lut` of ``table`` for ``float32`` or ``float64`` inputs, keyed on the top ``key_bits``."""
+    dtype = np.dtype(dtype)
+    lb = _TOTAL_BITS[dtype] - key_bits
+    keys = np.arange(1 << key_bits, dtype=np.uint64) << np.uint64(lb)
     span_mask = np.uint64((1 << lb) - 1)
     lo_idx = _index_of_bits(table, keys, dtype)
     hi_idx = _index_of_bits(table, keys | span_mask, dtype)
     in_idx = _index_of_bits(table, keys + np.uint64(1), dtype)  # lowest member excluded
-    first = np.empty(2 << 16, dtype=np.int64)
+    first = np.empty(2 << key_bits, dtype=np.int64)
     first[0::2] = lo_idx  # the bucket's lowest member, exactly
     first[1::2] = in_idx  # the rest of it, where no threshold lies inside
     entries: list[np.ndarray] = []
@@ -156,16 +176,23 @@ def _interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie):
     return j
 
 
+@njit(inline="always")
+def key_and_low(b, low_bits, total_bits):
+    """The bucket (top bits, sign included) and the low bits of a ``total_bits``-wide bit pattern ``b``."""
+    one = np.int64(1)
+    return (b >> low_bits) & ((one << (total_bits - low_bits)) - one), b & ((one << low_bits) - one)
+
+
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_f32(x, bits, out, table, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
+def apply_f32(x, bits, out, table, low_bits, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
     """``out[i] = table[interval(x[i])]`` for float32 ``x``; ``bits`` is ``x`` viewed as int32.
 
     Returns the number of NaN inputs.
     """
     nans = 0
     for i in prange(x.size):
-        b = bits[i]
-        j = _interval(x[i], (b >> 16) & 0xFFFF, b & 0xFFFF, first, entries, fb_first, fb_span, thresholds, tie)
+        key, low = key_and_low(bits[i], low_bits, 32)
+        j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
         if j == nan_index:
             nans += 1
         out[i] = table[j]
@@ -173,13 +200,12 @@ def apply_f32(x, bits, out, table, first, entries, fb_first, fb_span, thresholds
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_f64(x, bits, out, table, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
+def apply_f64(x, bits, out, table, low_bits, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
     """As :func:`apply_f32`, for float64 ``x`` (``bits`` is ``x`` viewed as int64)."""
     nans = 0
     for i in prange(x.size):
-        b = bits[i]
-        j = _interval(x[i], (b >> 48) & 0xFFFF, b & 0xFFFFFFFFFFFF, first, entries, fb_first, fb_span, thresholds,
-                      tie)
+        key, low = key_and_low(bits[i], low_bits, 64)
+        j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
         if j == nan_index:
             nans += 1
         out[i] = table[j]
@@ -187,27 +213,27 @@ def apply_f64(x, bits, out, table, first, entries, fb_first, fb_span, thresholds
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct_f32(bits, out, table, first, nan_index):
+def apply_direct_f32(bits, out, table, low_bits, first, nan_index):
     """:func:`apply_f32` for a :class:`Lut` whose first level settles everything (``Lut.direct``).
 
     Branch-free, so LLVM vectorizes it (gathers): 2-2.5x faster than the general kernel.
     """
     nans = 0
     for i in prange(bits.size):
-        b = bits[i]
-        j = first[2 * ((b >> 16) & 0xFFFF) + ((b & 0xFFFF) != 0)]
+        key, low = key_and_low(bits[i], low_bits, 32)
+        j = first[2 * key + (low != 0)]
         nans += j == nan_index
         out[i] = table[j]
     return nans
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct_f64(bits, out, table, first, nan_index):
+def apply_direct_f64(bits, out, table, low_bits, first, nan_index):
     """As :func:`apply_direct_f32`, for float64 inputs."""
     nans = 0
     for i in prange(bits.size):
-        b = bits[i]
-        j = first[2 * ((b >> 48) & 0xFFFF) + ((b & 0xFFFFFFFFFFFF) != 0)]
+        key, low = key_and_low(bits[i], low_bits, 64)
+        j = first[2 * key + (low != 0)]
         nans += j == nan_index
         out[i] = table[j]
     return nans

@@ -51,8 +51,8 @@ def fused(x: torch.Tensor, scheme: Scheme, want_codes: bool) -> tuple[torch.Tens
     t = engine.table
     blockwise.block_quantize(flat.numpy(), size, _RULES[scheme.scale], float(rng.max),
                              rng.emax if scheme.scale == "mx" else 0, float(rng.unit), float(rng.zero_point),
-                             scheme.scale == "mx", want_codes, table, out.numpy(), scales.numpy(), m.first,
-                             m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie)
+                             scheme.scale == "mx", want_codes, table, out.numpy(), scales.numpy(), m.low_bits,
+                             m.first, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie)
     if want_codes and scheme.format.nan_code is None:
         if bool(scales.isnan().any()) or bool(flat.isnan().any()):
             raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")

@@ -1,7 +1,7 @@
 """Pluggable executors that map a scoring function over genomes: serial, local processes, or Ray.
 
 Process workers are started with ``spawn`` (forking a process that already ran torch's thread pools can
-hang) and one torch thread each; each worker builds its scorer state once and reuses it.
+hang) and one torch and numba thread each; each worker builds its scorer state once and reuses it.
 
 Example:
     >>> run = make_executor("serial")
@@ -22,9 +22,11 @@ Executor = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 
 def _one_thread() -> None:
+    import numba
     import torch
 
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the workers already use every core; nested kernel threads only contend
 
 
 class ProcessExecutor:

@@ -60,6 +60,12 @@ class Workload(abc.ABC):
     higher_is_better: bool = True
 
     _pristine: nn.Module | None = None
+    #: attributes holding caches that a copy can rebuild identically (a model loaded from fixed weights, data):
+    #: left out when the workload is pickled, e.g. for every task sent to a search worker
+    _REBUILDABLE: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        return {k: (None if k in self._REBUILDABLE else v) for k, v in self.__dict__.items()}
 
     @abc.abstractmethod
     def _build_model(self) -> nn.Module:

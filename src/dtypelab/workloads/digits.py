@@ -239,6 +239,7 @@ class DigitsVGG(Workload):
 
     name = "digits-vgg"
     primary_metric = "top1"
+    _REBUILDABLE = ("_pristine", "_data")  # weights come from the cache (or a deterministic training run)
 
     def __init__(self, settings: TrainSettings | None = None) -> None:
         self.settings = settings or TrainSettings()

@@ -180,6 +180,7 @@ class MiniLM(Workload):
 
     name = "minilm"
     primary_metric = "recall@1"
+    _REBUILDABLE = ("_pristine", "_tokenizer", "_ref")
 
     def __init__(self) -> None:
         self._tokenizer: Any = None
