@@ -2,8 +2,8 @@
 
 The *bucket* of an input is its top ``key_bits`` bits (16: float32 sign, exponent and 7 mantissa bits; float64
 sign, exponent and 4 mantissa bits); the *low* bits are the rest. 16 key bits (a 512 KiB first level) settle
-every bucket of most formats of 8 bits or fewer; where 20 key bits (8 MiB) settle every bucket and 16 do not
-(uint8, fp16, bf16 for float32 inputs), those are used (:func:`choose_lut`). For each bucket,
+every bucket of most formats of 8 bits or fewer; where 20 key bits (8 MiB: uint8, fp16, bf16 for float32 inputs)
+or 22 (32 MiB: posit(16,1)) settle every bucket and 16 do not, those are used (:func:`choose_lut`). For each bucket,
 :func:`build_lut` stores one packed word ``head = offset << 6 | shift`` pointing into an int32 ``entries``
 array. An input's entry is::
 
@@ -36,7 +36,7 @@ from numba import njit, prange
 from dtypelab.kernels.table import UP, RoundingTable
 
 _TOTAL_BITS = {np.dtype(np.float32): 32, np.dtype(np.float64): 64}
-KEY_BITS = (16, 20)  # first-level widths tried, narrowest first
+KEY_BITS = (16, 20, 22)  # first-level widths tried, narrowest first
 _INT = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _UINT = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 MAX_SUB_BITS = 8  # a bucket is cut into at most 2**8 sub-buckets
@@ -71,7 +71,8 @@ def settled_at(table: RoundingTable, dtype: np.dtype, key_bits: int) -> bool:
     then no threshold lies inside a bucket and the :class:`Lut` is direct."""
     dtype = np.dtype(dtype)
     t = table.thresholds[np.isfinite(table.thresholds)]
-    as_input = t.astype(dtype)
+    with np.errstate(over="ignore"):  # a threshold beyond the dtype's range becomes inf: not a dtype value
+        as_input = t.astype(dtype)
     low = as_input.view(_UINT[dtype]) & _UINT[dtype]((1 << (_TOTAL_BITS[dtype] - key_bits)) - 1)
     return bool(np.all(as_input == t) and not low.any())
 
