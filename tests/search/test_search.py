@@ -62,3 +62,23 @@ def test_process_executor_maps_in_order():
         run.close()
     with pytest.raises(ValueError, match="valid: serial, process, ray"):
         make_executor("threads")
+
+
+def test_ray_executor_on_a_local_instance(workload):
+    ray = pytest.importorskip("ray")  # an optional backend: dtypelab[ray]
+    import os
+    from pathlib import Path
+
+    tests_dir = str(Path(__file__).resolve().parents[1])  # Ray's workers unpickle the conftest workload
+    ray.init(include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}})
+    try:
+        run = make_executor("ray")
+        assert run(abs, [-3, 1, -2]) == [3, 1, 2]
+        settings = GASettings(population=4, generations=1, seed=0)
+        via_ray = search(workload, space="lp", budget=5.0, settings=settings, executor="ray")
+        serial = search(workload, space="lp", budget=5.0, settings=settings, executor="serial")
+        assert via_ray.best.config == serial.best.config  # the same seeded search, scored remotely
+        assert via_ray.best.objective == pytest.approx(serial.best.objective)
+    finally:
+        ray.shutdown()
