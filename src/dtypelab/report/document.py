@@ -21,6 +21,7 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#1d232a;line-height:1.45}
 h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b6cb0}
+.wide{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #cbd5e0;padding:.3em .6em}
 th{background:#edf2f7}td.num{text-align:right;font-variant-numeric:tabular-nums}tr:nth-child(even){background:#f7fafc}
 figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #e2e8f0}figcaption{color:#4a5568;font-size:.9em}
@@ -93,4 +94,4 @@ def _html_table(header: list[str], rows: list[list[object]]) -> str:
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
