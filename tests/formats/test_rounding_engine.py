@@ -34,7 +34,10 @@ def test_fast_path_equals_reference_on_bucket_ends_and_random_inputs(spec: str, 
     width = np.uint32 if dtype == np.float32 else np.uint64
     rand = rng.integers(0, np.iinfo(width).max, 200_000, dtype=width, endpoint=True).view(dtype)
     key_bits = (32 if dtype == np.float32 else 64) - f.engine.lut(dtype).low_bits
-    x = np.concatenate([_bucket_ends(dtype, 16), _bucket_ends(dtype, key_bits), rand, table.thresholds.astype(dtype)])
+    t = table.thresholds.astype(dtype)
+    with np.errstate(invalid="ignore"):
+        x = np.concatenate([_bucket_ends(dtype, 16), _bucket_ends(dtype, key_bits), rand, t,
+                            np.nextafter(t, dtype(np.inf)), np.nextafter(t, dtype(-np.inf))])
     ref = table.reference_index(x)
     xt = torch.from_numpy(x)
     with np.errstate(invalid="ignore"):
@@ -102,3 +105,15 @@ def test_posit32_in_a_new_shape_and_dtype() -> None:
     q = f.quantize(x)
     assert q.shape == (3, 4) and torch.equal(f.decode(f.encode(x), torch.float64), q)
     assert torch.equal(f.quantize(q), q)
+
+
+def test_every_lookup_form_is_exercised_by_the_oracle_test() -> None:
+    """The comparison above runs each form of the lookup: direct, one cut per bucket, two-level."""
+    def form(spec: str, dtype: type) -> str:
+        m = dl.fmt(spec).engine.lut(dtype)
+        return "direct" if m.direct else "cut" if m.cut is not None else "two-level"
+
+    forms = {form(spec, dtype) for spec in SPECS for dtype in (np.float32, np.float64)}
+    assert forms == {"direct", "cut", "two-level"}
+    assert form("dt8", np.float32) == "cut" and form("fp16", np.float32) == "direct"
+

@@ -97,14 +97,15 @@ class TableEngine(Engine):
     def __init__(self, table: RoundingTable, bits: int):
         self.table = table
         self.bits = bits
-        self._luts: dict[np.dtype, lut.Lut] = {}
+        self._luts: dict[tuple[np.dtype, bool], lut.Lut] = {}
 
-    def lut(self, dtype: np.dtype) -> lut.Lut:
-        """The two-level lookup table for ``float32`` or ``float64`` inputs (built on first use)."""
-        dtype = np.dtype(dtype)
-        found = self._luts.get(dtype)
+    def lut(self, dtype: np.dtype, cuts: bool = True) -> lut.Lut:
+        """The lookup table for ``float32`` or ``float64`` inputs (built on first use); ``cuts=False`` gives the
+        general two-level form, which :func:`lut._interval` reads (the fused block kernel)."""
+        key = (np.dtype(dtype), cuts)
+        found = self._luts.get(key)
         if found is None:
-            found = self._luts[dtype] = lut.choose_lut(self.table, dtype)
+            found = self._luts[key] = lut.choose_lut(self.table, np.dtype(dtype), cuts)
         return found
 
     @cached_property
@@ -124,6 +125,9 @@ class TableEngine(Engine):
         if m.direct:
             direct = lut.apply_direct_f32 if f32 else lut.apply_direct_f64
             return int(direct(bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, t.nan_index))
+        if m.cut is not None:
+            cut = lut.apply_cut_f32 if f32 else lut.apply_cut_f64
+            return int(cut(bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, m.cut, t.nan_index))
         kernel = lut.apply_f32 if f32 else lut.apply_f64
         return int(kernel(x, bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, m.entries,
                           m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))

@@ -18,6 +18,11 @@ inside uses ``shift = lowbits`` and shares a 2-entry block per interval. An entr
 a negative entry ``-1 - i`` marks a sub-bucket that still straddles a threshold (irrational LP thresholds,
 rare), settled by a binary search over ``fallback_first[i] .. + fallback_span[i]``.
 
+Where no bucket holds more than one threshold (the dynamic tree, NF4 and the 8-bit LPs for float32 inputs:
+thresholds that no width settles, but that are sparse), the second level is replaced by ``cut``: the rest of
+bucket ``k`` is interval ``first[2k+1]`` below the low bits ``cut[k]`` and the next one (the previous one for
+a negative bucket) from there on, a branch-free lookup (:func:`apply_cut_f32`).
+
 NaN and infinities need no branch: their buckets hold the NaN / ±inf intervals like any other. The kernels
 write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. Results
 equal :meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random inputs).
@@ -51,19 +56,37 @@ class Lut:
     entries: np.ndarray  # int32
     fallback_first: np.ndarray  # int32
     fallback_span: np.ndarray  # int32
+    cut: np.ndarray | None = None  # [2**key_bits] low bits where the rest of a bucket crosses its one threshold
 
     @property
     def direct(self) -> bool:
         """True when every bucket is settled by the first level (no threshold inside any bucket)."""
-        return bool(self.first.min() >= 0)
+        return self.cut is None and bool(self.first.min() >= 0)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.first, self.entries, self.fallback_first, self.fallback_span))
+        arrays = (self.first, self.entries, self.fallback_first, self.fallback_span, self.cut)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 def _index_of_bits(table: RoundingTable, bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return table.reference_index(bits.astype(_UINT[dtype]).view(dtype))
+
+
+def _cuts(table: RoundingTable, keys: np.ndarray, in_idx: np.ndarray, straddle: np.ndarray, low_bits: int,
+          dtype: np.dtype) -> np.ndarray:
+    """Per bucket, the smallest low bits (> 0) whose interval differs from ``in_idx`` (``2**low_bits``: none),
+    found by bisection over the bit patterns of the buckets in ``straddle``."""
+    cut = np.full(keys.size, 1 << low_bits, dtype=np.int64)
+    a = np.ones(straddle.size, dtype=np.int64)
+    b = np.full(straddle.size, (1 << low_bits) - 1, dtype=np.int64)  # the last pattern has moved
+    while (a < b).any():
+        mid = (a + b) // 2
+        moved = _index_of_bits(table, keys[straddle] + mid.astype(np.uint64), dtype) != in_idx[straddle]
+        b = np.where(moved, mid, b)
+        a = np.where(moved, a, np.minimum(mid + 1, b))
+    cut[straddle] = a
+    return cut
 
 
 def settled_at(table: RoundingTable, dtype: np.dtype, key_bits: int) -> bool:
@@ -77,15 +100,17 @@ def settled_at(table: RoundingTable, dtype: np.dtype, key_bits: int) -> bool:
     return bool(np.all(as_input == t) and not low.any())
 
 
-def choose_lut(table: RoundingTable, dtype: np.dtype) -> Lut:
+def choose_lut(table: RoundingTable, dtype: np.dtype, cuts: bool = True) -> Lut:
     """The narrowest :class:`Lut` of ``KEY_BITS`` that is direct; else the narrowest (the wider tables do not
     settle thresholds that are not short binary fractions, such as LP's and the dynamic tree's)."""
     key_bits = next((k for k in KEY_BITS if settled_at(table, dtype, k)), KEY_BITS[0])
-    return build_lut(table, dtype, key_bits)
+    return build_lut(table, dtype, key_bits, cuts)
 
 
-def build_lut(table: RoundingTable, dtype: np.dtype, key_bits: int = 16) -> Lut:
-    """Build the :class:`Lut` of ``table`` for ``float32`` or ``float64`` inputs, keyed on the top ``key_bits``."""
+def build_lut(table: RoundingTable, dtype: np.dtype, key_bits: int = 16, cuts: bool = True) -> Lut:
+    """Build the :class:`Lut` of ``table`` for ``float32`` or ``float64`` inputs, keyed on the top ``key_bits``;
+    with ``cuts``, a table whose buckets hold at most one threshold each gets ``Lut.cut`` instead of a second
+    level."""
     dtype = np.dtype(dtype)
     lb = _TOTAL_BITS[dtype] - key_bits
     keys = np.arange(1 << key_bits, dtype=np.uint64) << np.uint64(lb)
@@ -102,6 +127,11 @@ def build_lut(table: RoundingTable, dtype: np.dtype, key_bits: int = 16) -> Lut:
     fb_span: list[np.ndarray] = []
     n_fb = 0
     straddle = np.flatnonzero(in_idx != hi_idx)
+    if cuts and straddle.size and int(np.abs(hi_idx - in_idx).max()) == 1:
+        none = np.zeros(1, np.int32)
+        cut = _cuts(table, keys, in_idx, straddle, lb, dtype)
+        return Lut(low_bits=lb, first=first.astype(np.int32), entries=none, fallback_first=none, fallback_span=none,
+                   cut=cut.astype(np.int32) if lb < 31 else cut)
     remaining = straddle
     for t in range(MAX_SUB_BITS + 1):  # coarse to fine: each bucket gets the fewest sub bits that suffice
         if not remaining.size:
@@ -209,6 +239,39 @@ def apply_f64(x, bits, out, table, low_bits, first, entries, fb_first, fb_span, 
         j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
         if j == nan_index:
             nans += 1
+        out[i] = table[j]
+    return nans
+
+
+@njit(inline="always")
+def _cut_interval(key, low, low_bits, total_bits, first, cut):
+    """A bucket's rest starts at interval ``first[2k+1]`` and moves one up (positive bucket) or down (negative:
+    larger patterns are more negative) from the low bits ``cut[k]`` on."""
+    nz = low != 0
+    sign = (key >> (total_bits - low_bits - 1)) & 1
+    return first[2 * key + nz] + nz * (1 - 2 * sign) * (low >= cut[key])
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_cut_f32(bits, out, table, low_bits, first, cut, nan_index):
+    """:func:`apply_f32` for a :class:`Lut` with ``cut``: branch-free (LLVM vectorizes it), any data."""
+    nans = 0
+    for i in prange(bits.size):
+        key, low = key_and_low(bits[i], low_bits, 32)
+        j = _cut_interval(key, low, low_bits, 32, first, cut)
+        nans += j == nan_index
+        out[i] = table[j]
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_cut_f64(bits, out, table, low_bits, first, cut, nan_index):
+    """As :func:`apply_cut_f32`, for float64 inputs."""
+    nans = 0
+    for i in prange(bits.size):
+        key, low = key_and_low(bits[i], low_bits, 64)
+        j = _cut_interval(key, low, low_bits, 64, first, cut)
+        nans += j == nan_index
         out[i] = table[j]
     return nans
 

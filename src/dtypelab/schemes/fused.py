@@ -44,7 +44,7 @@ def fused(x: torch.Tensor, scheme: Scheme, want_codes: bool) -> tuple[torch.Tens
         return None
     rng = scheme.element_range
     flat = x.detach().contiguous().view(-1)
-    m = engine.lut(np.float32)
+    m = engine.lut(np.float32, cuts=False)
     out = torch.empty(flat.numel(), dtype=code_dtype(engine.bits) if want_codes else torch.float32)
     scales = torch.empty((flat.numel() + size - 1) // size, dtype=torch.float32)
     table = engine._codes if want_codes else engine.table.float32_values
