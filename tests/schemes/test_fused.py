@@ -9,7 +9,16 @@ from dtypelab.schemes.fused import fused
 
 SCHEMES = ["dt8/block:64/absmax", "dt8/block:4096/absmax", "nf4/block:64/absmax", "int8/channel/absmax",
            "posit(6,1)/block:32/none", "mxfp8", "mxfp4", "mxint8", "e3m2/block:32/mx", "uint8/block:16/absmax",
-           "lp(8,2,2,0)/block:128/absmax", "int4/block:7/absmax"]
+           "lp(8,2,2,0)/block:128/absmax", "int4/block:7/absmax", "int16/block:64/absmax"]
+
+
+def test_the_schemes_cover_every_lookup_form():
+    import numpy as np
+
+    from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL
+
+    forms = {dl.Scheme.parse(s).format.engine.lut(np.float32).form for s in SCHEMES}
+    assert forms == {DIRECT, CUT, TWO_LEVEL}
 
 
 def inputs():

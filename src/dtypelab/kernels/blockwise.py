@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from dtypelab.kernels.lut import _interval, key_and_low
+from dtypelab.kernels.lut import key_and_low, lookup
 
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
 CHUNK_BLOCKS_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
@@ -52,7 +52,7 @@ def _block_scale(x, start, end, rule, qmax, emax, unit):
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def block_quantize(x, block, rule, qmax, emax, unit, zero_point, clip, want_codes, table, out, scales,
-                   low_bits, first, entries, fb_first, fb_span, thresholds, tie):
+                   form, low_bits, first, cut, entries, fb_first, fb_span, thresholds, tie):
     """Quantize float32 ``x`` in blocks of ``block`` (the last may be short).
 
     ``scales[b]`` receives each block's scale. With ``want_codes``, ``out[i] = table[interval]`` (codes); else
@@ -83,8 +83,8 @@ def block_quantize(x, block, rule, qmax, emax, unit, zero_point, clip, want_code
             for i in range(start, end):
                 k = base + i - start
                 key, low = key_and_low(bits[k], low_bits, 32)
-                j = _interval(tmp[k], key, low, first, entries, fb_first, fb_span,
-                              thresholds, tie)
+                j = lookup(form, tmp[k], key, low, low_bits, 32, first, cut, entries, fb_first, fb_span, thresholds,
+                           tie)
                 if want_codes:
                     out[i] = table[j]
                 else:

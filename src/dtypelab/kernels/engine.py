@@ -97,15 +97,14 @@ class TableEngine(Engine):
     def __init__(self, table: RoundingTable, bits: int):
         self.table = table
         self.bits = bits
-        self._luts: dict[tuple[np.dtype, bool], lut.Lut] = {}
+        self._luts: dict[np.dtype, lut.Lut] = {}
 
-    def lut(self, dtype: np.dtype, cuts: bool = True) -> lut.Lut:
-        """The lookup table for ``float32`` or ``float64`` inputs (built on first use); ``cuts=False`` gives the
-        general two-level form, which :func:`lut._interval` reads (the fused block kernel)."""
-        key = (np.dtype(dtype), cuts)
-        found = self._luts.get(key)
+    def lut(self, dtype: np.dtype) -> lut.Lut:
+        """The lookup table for ``float32`` or ``float64`` inputs (built on first use)."""
+        dtype = np.dtype(dtype)
+        found = self._luts.get(dtype)
         if found is None:
-            found = self._luts[key] = lut.choose_lut(self.table, np.dtype(dtype), cuts)
+            found = self._luts[dtype] = lut.choose_lut(self.table, dtype)
         return found
 
     @cached_property

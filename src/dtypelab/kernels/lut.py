@@ -64,6 +64,16 @@ class Lut:
         return self.cut is None and bool(self.first.min() >= 0)
 
     @property
+    def form(self) -> int:
+        """``DIRECT``, ``CUT`` or ``TWO_LEVEL``: which lookup settles every input."""
+        return DIRECT if self.direct else CUT if self.cut is not None else TWO_LEVEL
+
+    @property
+    def cut_or_empty(self) -> np.ndarray:
+        """``cut``, or a placeholder for kernels that take it whatever the form."""
+        return self.cut if self.cut is not None else np.zeros(1, np.int32)
+
+    @property
     def nbytes(self) -> int:
         arrays = (self.first, self.entries, self.fallback_first, self.fallback_span, self.cut)
         return sum(a.nbytes for a in arrays if a is not None)
@@ -100,11 +110,11 @@ def settled_at(table: RoundingTable, dtype: np.dtype, key_bits: int) -> bool:
     return bool(np.all(as_input == t) and not low.any())
 
 
-def choose_lut(table: RoundingTable, dtype: np.dtype, cuts: bool = True) -> Lut:
+def choose_lut(table: RoundingTable, dtype: np.dtype) -> Lut:
     """The narrowest :class:`Lut` of ``KEY_BITS`` that is direct; else the narrowest (the wider tables do not
     settle thresholds that are not short binary fractions, such as LP's and the dynamic tree's)."""
     key_bits = next((k for k in KEY_BITS if settled_at(table, dtype, k)), KEY_BITS[0])
-    return build_lut(table, dtype, key_bits, cuts)
+    return build_lut(table, dtype, key_bits)
 
 
 def build_lut(table: RoundingTable, dtype: np.dtype, key_bits: int = 16, cuts: bool = True) -> Lut:
@@ -250,6 +260,20 @@ def _cut_interval(key, low, low_bits, total_bits, first, cut):
     nz = low != 0
     sign = (key >> (total_bits - low_bits - 1)) & 1
     return first[2 * key + nz] + nz * (1 - 2 * sign) * (low >= cut[key])
+
+
+DIRECT, CUT, TWO_LEVEL = 0, 1, 2  # the forms of a Lut (Lut.form)
+
+
+@njit(inline="always")
+def lookup(form, x, key, low, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie):
+    """The interval of ``x`` (bucket ``key``, ``low`` bits) under a :class:`Lut` of the given form; ``form`` is
+    the same for a whole loop, so the branch is hoisted and the direct and cut forms still vectorize."""
+    if form == DIRECT:
+        return first[2 * key + (low != 0)]
+    if form == CUT:
+        return _cut_interval(key, low, low_bits, total_bits, first, cut)
+    return _interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
