@@ -120,16 +120,14 @@ class TableEngine(Engine):
         m = self.lut(x.dtype)
         bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
         t = self.table
-        f32 = x.dtype == np.float32
+        total = 8 * x.itemsize
+        values = self._out_table(out, what)
         if m.direct:
-            direct = lut.apply_direct_f32 if f32 else lut.apply_direct_f64
-            return int(direct(bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, t.nan_index))
+            return int(lut.apply_direct(bits, out.numpy(), values, total, m.low_bits, m.first, t.nan_index))
         if m.cut is not None:
-            cut = lut.apply_cut_f32 if f32 else lut.apply_cut_f64
-            return int(cut(bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, m.cut, t.nan_index))
-        kernel = lut.apply_f32 if f32 else lut.apply_f64
-        return int(kernel(x, bits, out.numpy(), self._out_table(out, what), m.low_bits, m.first, m.entries,
-                          m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))
+            return int(lut.apply_cut(bits, out.numpy(), values, total, m.low_bits, m.first, m.cut, t.nan_index))
+        return int(lut.apply_two_level(x, bits, out.numpy(), values, total, m.low_bits, m.first, m.entries,
+                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))
 
     def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
         t = self.table

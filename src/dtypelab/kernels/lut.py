@@ -21,7 +21,7 @@ rare), settled by a binary search over ``fallback_first[i] .. + fallback_span[i]
 Where no bucket holds more than one threshold (the dynamic tree, NF4 and the 8-bit LPs for float32 inputs:
 thresholds that no width settles, but that are sparse), the second level is replaced by ``cut``: the rest of
 bucket ``k`` is interval ``first[2k+1]`` below the low bits ``cut[k]`` and the next one (the previous one for
-a negative bucket) from there on, a branch-free lookup (:func:`apply_cut_f32`).
+a negative bucket) from there on, a branch-free lookup (:func:`apply_cut`).
 
 NaN and infinities need no branch: their buckets hold the NaN / ±inf intervals like any other. The kernels
 write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. Results
@@ -225,27 +225,15 @@ def key_and_low(b, low_bits, total_bits):
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_f32(x, bits, out, table, low_bits, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
-    """``out[i] = table[interval(x[i])]`` for float32 ``x``; ``bits`` is ``x`` viewed as int32.
+def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie,
+                    nan_index):
+    """``out[i] = table[interval(x[i])]``; ``bits`` is ``x`` viewed as an integer of ``total_bits`` (32, 64).
 
     Returns the number of NaN inputs.
     """
     nans = 0
     for i in prange(x.size):
-        key, low = key_and_low(bits[i], low_bits, 32)
-        j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
-        if j == nan_index:
-            nans += 1
-        out[i] = table[j]
-    return nans
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_f64(x, bits, out, table, low_bits, first, entries, fb_first, fb_span, thresholds, tie, nan_index):
-    """As :func:`apply_f32`, for float64 ``x`` (``bits`` is ``x`` viewed as int64)."""
-    nans = 0
-    for i in prange(x.size):
-        key, low = key_and_low(bits[i], low_bits, 64)
+        key, low = key_and_low(bits[i], low_bits, total_bits)
         j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
         if j == nan_index:
             nans += 1
@@ -277,50 +265,26 @@ def lookup(form, x, key, low, low_bits, total_bits, first, cut, entries, fb_firs
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut_f32(bits, out, table, low_bits, first, cut, nan_index):
-    """:func:`apply_f32` for a :class:`Lut` with ``cut``: branch-free (LLVM vectorizes it), any data."""
+def apply_cut(bits, out, table, total_bits, low_bits, first, cut, nan_index):
+    """:func:`apply_two_level` for a :class:`Lut` with ``cut``: branch-free (LLVM vectorizes it), any data."""
     nans = 0
     for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, 32)
-        j = _cut_interval(key, low, low_bits, 32, first, cut)
+        key, low = key_and_low(bits[i], low_bits, total_bits)
+        j = _cut_interval(key, low, low_bits, total_bits, first, cut)
         nans += j == nan_index
         out[i] = table[j]
     return nans
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut_f64(bits, out, table, low_bits, first, cut, nan_index):
-    """As :func:`apply_cut_f32`, for float64 inputs."""
-    nans = 0
-    for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, 64)
-        j = _cut_interval(key, low, low_bits, 64, first, cut)
-        nans += j == nan_index
-        out[i] = table[j]
-    return nans
+def apply_direct(bits, out, table, total_bits, low_bits, first, nan_index):
+    """:func:`apply_two_level` for a :class:`Lut` whose first level settles everything (``Lut.direct``).
 
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct_f32(bits, out, table, low_bits, first, nan_index):
-    """:func:`apply_f32` for a :class:`Lut` whose first level settles everything (``Lut.direct``).
-
-    Branch-free, so LLVM vectorizes it (gathers): 2-2.5x faster than the general kernel.
+    Branch-free, so LLVM vectorizes it (gathers): 2-2.5x faster than the two-level kernel.
     """
     nans = 0
     for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, 32)
-        j = first[2 * key + (low != 0)]
-        nans += j == nan_index
-        out[i] = table[j]
-    return nans
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct_f64(bits, out, table, low_bits, first, nan_index):
-    """As :func:`apply_direct_f32`, for float64 inputs."""
-    nans = 0
-    for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, 64)
+        key, low = key_and_low(bits[i], low_bits, total_bits)
         j = first[2 * key + (low != 0)]
         nans += j == nan_index
         out[i] = table[j]
