@@ -64,6 +64,39 @@ def test_process_executor_maps_in_order():
         make_executor("threads")
 
 
+def test_process_workers_exit_when_the_search_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text("import os, time\nfrom dtypelab.search.executor import make_executor\n"
+                      "def pid(_):\n    return os.getpid()\n"
+                      "def busy(_):\n    t = time.time()\n    while time.time() - t < 60:\n        pass\n"
+                      "if __name__ == '__main__':\n"
+                      "    run = make_executor('process', 2)\n"
+                      "    print(*set(run(pid, range(8))), flush=True)\n"
+                      "    run(busy, range(2))\n")  # killed while its workers score
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path) as parent:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert workers and parent.pid not in workers
+        time.sleep(1)
+        parent.send_signal(signal.SIGKILL)
+
+    def alive(pid: int) -> bool:  # gone, or a zombie waiting for init to reap it
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers)
+
+
 def test_ray_executor_on_a_local_instance(workload):
     ray = pytest.importorskip("ray")  # an optional backend: dtypelab[ray]
     import os

@@ -1,7 +1,8 @@
 """Pluggable executors that map a scoring function over genomes: serial, local processes, or Ray.
 
 Process workers are started with ``spawn`` (forking a process that already ran torch's thread pools can
-hang) and one torch and numba thread each; each worker builds its scorer state once and reuses it.
+hang) with one torch and numba thread each; they exit when the parent process dies, and each builds its
+scorer state once and reuses it.
 
 Example:
     >>> run = make_executor("serial")
@@ -12,6 +13,8 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -21,12 +24,20 @@ EXECUTORS = ("serial", "process", "ray")
 Executor = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 
-def _one_thread() -> None:
+def _worker_setup(parent: int) -> None:
     import numba
     import torch
 
     torch.set_num_threads(1)
     numba.set_num_threads(1)  # the workers already use every core; nested kernel threads only contend
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """A killed search leaves no workers behind: exit once the parent process is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 class ProcessExecutor:
@@ -38,7 +49,8 @@ class ProcessExecutor:
 
     def __call__(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_one_thread)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_setup,
+                                             initargs=(os.getpid(),))
         return list(self._pool.map(fn, items))
 
     def close(self) -> None:
