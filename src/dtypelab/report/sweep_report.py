@@ -89,8 +89,9 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
 def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:
     header = ["scaling", *cells]
     rows = []
+    point = _point(table)
     for scaling in SCALINGS:
-        rows.append([scaling, *(_fmt(table[(c, scaling)].primary, _point(table)) if (c, scaling) in table else ""
+        rows.append([scaling, *(_fmt(table[(c, scaling)].primary, point) if (c, scaling) in table else ""
                                 for c in cells)])
     return header, rows
 
@@ -99,11 +100,12 @@ def seed002_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) ->
     key = next(iter(table.values())).primary_metric
     header = ["format", "scaling", key, "bits/weight", "size MB", "weight MSE", "energy nJ/sample"]
     rows = []
+    point = _point(table)
     for c in cells:
         r = table.get((c, "none"))
         if r:
             energy = "" if r.energy_pj is None else round(r.energy_pj / 1000, 1)
-            rows.append([c, "none", _fmt(r.primary, _point(table)), round(r.bits_per_weight, 3), round(r.size_mb, 4),
+            rows.append([c, "none", _fmt(r.primary, point), round(r.bits_per_weight, 3), round(r.size_mb, 4),
                          f"{r.weight_mse:.3g}", energy])
     return header, rows
 
