@@ -127,10 +127,10 @@ def _capture(model: nn.Module, names: list[str], batch: Any, run: Any, keep: int
     return seen
 
 
-def _layer_divergence(module: nn.Module, xq: torch.Tensor, y: torch.Tensor, w: Scheme) -> float:
-    """The layer's relative output error with weights under ``w`` on its (already quantized) FP32 input."""
+def _layer_divergence(module: nn.Module, xq: torch.Tensor, y: torch.Tensor, wq: torch.Tensor) -> float:
+    """The layer's relative output error with quantized weights ``wq`` on its (already quantized) FP32 input."""
     with torch.no_grad():
-        return relative_error(functional_call(module, {"weight": fake_quantize(module.weight.detach(), w)}, (xq,)), y)
+        return relative_error(functional_call(module, {"weight": wq}, (xq,)), y)
 
 
 def build_problem(workload: Any, space: str | Sequence[str], activations: Sequence[str | None],
@@ -155,7 +155,7 @@ def build_problem(workload: Any, space: str | Sequence[str], activations: Sequen
         cands = weight_options(space, w)
         bits = [float(size_only(w, s).storage_bits) for s in cands]
         inputs = [x if a is None or isinstance(module, nn.Embedding) else fake_quantize(x, a) for a in acts]
-        div = [[_layer_divergence(module, xq, y, s) for xq in inputs] for s in cands]
+        div = [[_layer_divergence(module, xq, y, wq) for xq in inputs] for wq in (fake_quantize(w, s) for s in cands)]
         keep = pareto_options(bits, [min(d) for d in div])
         options.append([cands[k] for k in keep])
         costs.append([bits[k] for k in keep])
