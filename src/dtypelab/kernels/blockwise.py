@@ -5,7 +5,8 @@ It reproduces, bit for bit, the generic path of :mod:`dtypelab.schemes` (float32
 scale is a closed form of the block's absmax: ``none``, ``absmax`` (scale ``float32(absmax / max)``, 1 for an
 all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to >= 2^-127, NaN above 2^127, times the
 element's fixed-point unit; elements clipped to ±max first). Elements are ``x / s`` in float32, plus the zero
-point. NaN elements set no absmax scale; under MX a block holding a NaN gets a NaN scale (the OCP rule).
+point. NaN elements set no absmax scale; under MX a block holding a NaN gets a NaN scale (the OCP rule). The
+block's absmax is reduced on the float32 bit patterns, so that it vectorizes.
 """
 
 from __future__ import annotations
@@ -15,77 +16,118 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from dtypelab.kernels.lut import key_and_low, lookup
+from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL, lookup
 
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
-CHUNK_BLOCKS_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
+CHUNK_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
+
+
+_MAGNITUDE, _INF = np.int32(0x7FFFFFFF), np.int32(0x7F800000)  # float32 bits: |x| mask, +inf
 
 
 @njit(inline="always")
-def _block_scale(x, start, end, rule, qmax, emax, unit):
-    if rule == RULE_NONE:
-        return np.float32(1.0)
-    amax = np.float32(0.0)
-    nan = False
+def _absmax(bits, start, end):
+    """A block's largest non-NaN |x| (0 if none) and whether it holds a NaN, reduced on the float32 bit patterns
+    (integer order is magnitude order, NaN above inf), so that it vectorizes; a second pass only for NaN."""
+    top = np.int32(0)
     for i in range(start, end):
-        a = abs(x[i])
-        if a != a:
-            nan = True
-        elif a > amax:
-            amax = a
-    if rule == RULE_ABSMAX:  # NaN elements set no scale
-        return np.float32(amax / qmax) if amax > 0 else np.float32(1.0)
+        top = max(top, np.int32(bits[i] & _MAGNITUDE))
+    nan = top > _INF
     if nan:
-        return np.float32(np.nan)
-    if rule == RULE_MX:
-        a64 = float(amax) if amax > 0 else 2.0**-126
-        if a64 == math.inf:
-            return np.float32(np.nan)
-        e = math.frexp(a64)[1] - 1 - emax
-        if e > 127:
-            return np.float32(np.nan)
-        if e < -127:
-            e = -127
-        return np.float32(math.ldexp(unit, e))
-    return np.float32(1.0)
+        top = np.int32(0)
+        for i in range(start, end):
+            a = np.int32(bits[i] & _MAGNITUDE)
+            top = max(top, a if a <= _INF else np.int32(0))
+    return np.int32(top).view(np.float32), nan
+
+
+@njit(inline="always")
+def _block_scale(bits, start, end, rule, qmax, emax, unit):
+    """The block's scale, and whether it holds a NaN."""
+    amax, nan = _absmax(bits, start, end)
+    if rule == RULE_NONE:
+        return np.float32(1.0), nan
+    if rule == RULE_ABSMAX:  # NaN elements set no scale
+        return (np.float32(amax / qmax) if amax > 0 else np.float32(1.0)), nan
+    if nan:
+        return np.float32(np.nan), nan
+    # RULE_MX
+    a64 = float(amax) if amax > 0 else 2.0**-126
+    if a64 == math.inf:
+        return np.float32(np.nan), nan
+    e = math.frexp(a64)[1] - 1 - emax
+    if e > 127:
+        return np.float32(np.nan), nan
+    return np.float32(math.ldexp(unit, max(e, -127))), nan
+
+
+@njit(inline="always")
+def _element(x, s, clip, lim, zp):
+    """What the element lookup sees: ``x / s``, clipped to ±lim under MX, plus the zero point."""
+    v = x / s
+    if clip:
+        v = min(max(v, -lim), lim)
+    if zp != 0:
+        v += zp
+    return v
+
+
+@njit(inline="always")
+def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+    """The body of the ``block_*`` kernels, inlined into each with its lookup ``form`` a constant."""
+    first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out, above = lut_arrays
+    n = x.size
+    bits = x.view(np.int32)
+    zp = np.float32(zero_point)
+    lim = np.float32(qmax)
+    nblocks = (n + block - 1) // block
+    per_chunk = max(1, CHUNK_ELEMENTS // block)
+    nan_blocks = 0
+    for c in prange((nblocks + per_chunk - 1) // per_chunk):
+        scaled = np.empty(block, dtype=np.float32)  # one block's elements, scaled
+        scaled_bits = scaled.view(np.int32)
+        for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
+            # unsigned bounds: numba then adds no negative-index wraparound, and the loops load contiguously
+            start, end = np.uint64(b * block), np.uint64(min(b * block + block, n))
+            s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit)
+            scales[b] = s
+            nan_blocks += nan
+            for i in range(start, end):  # (vectorized: the lookup below is not)
+                scaled[i - start] = _element(x[i], s, clip, lim, zp)
+            for i in range(start, end):
+                k = i - start
+                out[i] = lookup(form, scaled[k], scaled_bits[k], low_bits, 32, first, cut, entries, fb_first, fb_span,
+                                thresholds, tie, table, first_out, above)
+            if scale_out:
+                for i in range(start, end):
+                    out[i] *= s
+    return nan_blocks
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def block_quantize(x, block, rule, qmax, emax, unit, zero_point, clip, want_codes, table, out, scales,
-                   form, low_bits, first, cut, entries, fb_first, fb_span, thresholds, tie):
-    """Quantize float32 ``x`` in blocks of ``block`` (the last may be short).
+def block_direct(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+    """Quantize float32 ``x`` in blocks of ``block`` (the last may be short) through a direct :class:`Lut`, whose
+    arrays (:func:`lut.lookup`'s ten) ``lut_arrays`` holds. Returns the number of blocks that hold a NaN.
 
-    ``scales[b]`` receives each block's scale. With ``want_codes``, ``out[i] = table[interval]`` (codes); else
-    ``out[i] = (table[interval] - zero_point) * scale`` (fake-quantized float32 values).
+    ``scales[b]`` receives each block's scale, ``out[i]`` the lookup's result (codes, or values less the zero
+    point); with ``scale_out`` the result times the block's scale (fake-quantized float32 values).
     """
-    n = x.size
-    nblocks = (n + block - 1) // block
-    per_chunk = max(1, CHUNK_BLOCKS_ELEMENTS // block)
-    nchunks = (nblocks + per_chunk - 1) // per_chunk
-    zp = np.float32(zero_point)
-    lim = np.float32(qmax)
-    for c in prange(nchunks):
-        tmp = np.empty(per_chunk * block, dtype=np.float32)
-        bits = tmp.view(np.int32)
-        b0 = c * per_chunk
-        b1 = min(b0 + per_chunk, nblocks)
-        for b in range(b0, b1):
-            start = b * block
-            end = min(start + block, n)
-            s = _block_scale(x, start, end, rule, qmax, emax, unit)
-            scales[b] = s
-            base = (b - b0) * block
-            for i in range(start, end):
-                v = x[i] / s
-                if clip:
-                    v = min(max(v, -lim), lim)
-                tmp[base + i - start] = v + zp
-            for i in range(start, end):
-                k = base + i - start
-                key, low = key_and_low(bits[k], low_bits, 32)
-                j = lookup(form, tmp[k], key, low, low_bits, 32, first, cut, entries, fb_first, fb_span, thresholds,
-                           tie)
-                if want_codes:
-                    out[i] = table[j]
-                else:
-                    out[i] = (table[j] - zp) * s
+    return _blocks(DIRECT, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
+                   lut_arrays)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def block_cut(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+    """:func:`block_direct` through a :class:`Lut` with ``cut``."""
+    return _blocks(CUT, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
+                   lut_arrays)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def block_two_level(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+    """:func:`block_direct` through a two-level :class:`Lut`."""
+    return _blocks(TWO_LEVEL, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
+                   lut_arrays)
+
+
+KERNELS = {DIRECT: block_direct, CUT: block_cut, TWO_LEVEL: block_two_level}  # by Lut.form

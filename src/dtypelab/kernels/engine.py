@@ -98,6 +98,7 @@ class TableEngine(Engine):
         self.table = table
         self.bits = bits
         self._luts: dict[np.dtype, lut.Lut] = {}
+        self._outputs: dict[tuple[np.dtype, str], lut.Outputs] = {}
 
     def lut(self, dtype: np.dtype) -> lut.Lut:
         """The lookup table for ``float32`` or ``float64`` inputs (built on first use)."""
@@ -111,23 +112,37 @@ class TableEngine(Engine):
     def _codes(self) -> np.ndarray:
         return self.table.codes.astype(_NUMPY_CODE[code_dtype(self.bits)])
 
-    def _out_table(self, out: torch.Tensor, what: str) -> np.ndarray:
-        if what == "code":
-            return self._codes
-        return self.table.float32_values if out.dtype == torch.float32 else self.table.values
+    def outputs(self, dtype: np.dtype, table: np.ndarray, name: str) -> lut.Outputs:
+        """:func:`lut.outputs` of ``table`` (results by interval, cached under ``name``) for ``dtype`` inputs."""
+        key = (np.dtype(dtype), name)
+        found = self._outputs.get(key)
+        if found is None:
+            found = self._outputs[key] = lut.outputs(self.lut(dtype), table)
+        return found
+
+    def lookup_arrays(self, dtype: np.dtype, table: np.ndarray, name: str) -> tuple[np.ndarray, ...]:
+        """The ``lut_arrays`` argument of :func:`lut.lookup`, writing ``table``."""
+        m, o, t = self.lut(dtype), self.outputs(dtype, table, name), self.table
+        return (m.first, m.cut_or_empty, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie, o.table,
+                o.first, o.above)
 
     def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
         m = self.lut(x.dtype)
         bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
         t = self.table
         total = 8 * x.itemsize
-        values = self._out_table(out, what)
-        if m.direct:
-            return int(lut.apply_direct(bits, out.numpy(), values, total, m.low_bits, m.first, t.nan_index))
-        if m.cut is not None:
-            return int(lut.apply_cut(bits, out.numpy(), values, total, m.low_bits, m.first, m.cut, t.nan_index))
-        return int(lut.apply_two_level(x, bits, out.numpy(), values, total, m.low_bits, m.first, m.entries,
-                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie, t.nan_index))
+        if what == "code":
+            o = self.outputs(x.dtype, self._codes, "code")
+        elif out.dtype == torch.float32:
+            o = self.outputs(x.dtype, t.float32_values, "float32")
+        else:
+            o = self.outputs(x.dtype, t.values, "float64")
+        if m.form == lut.DIRECT:
+            return int(lut.apply_direct(x, bits, out.numpy(), total, m.low_bits, o.first))
+        if m.form == lut.CUT:
+            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, o.above, m.cut))
+        return int(lut.apply_two_level(x, bits, out.numpy(), o.table, total, m.low_bits, m.first, m.entries,
+                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie))
 
     def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
         t = self.table

@@ -24,7 +24,8 @@ bucket ``k`` is interval ``first[2k+1]`` below the low bits ``cut[k]`` and the n
 a negative bucket) from there on, a branch-free lookup (:func:`apply_cut`).
 
 NaN and infinities need no branch: their buckets hold the NaN / ±inf intervals like any other. The kernels
-write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. Results
+write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. The direct and
+cut kernels read the table already applied to the first level (:class:`Outputs`): one dependent load per input. Results
 equal :meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random inputs).
 
 numba compiles each kernel once per dtype combination and caches it on disk (``cache=True``), so a new
@@ -34,6 +35,7 @@ process pays only the load.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit, prange
@@ -45,6 +47,7 @@ KEY_BITS = (16, 20, 22)  # first-level widths tried, narrowest first
 _INT = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _UINT = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 MAX_SUB_BITS = 8  # a bucket is cut into at most 2**8 sub-buckets
+DIRECT, CUT, TWO_LEVEL = 0, 1, 2  # the forms of a Lut (Lut.form)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Lut:
     fallback_span: np.ndarray  # int32
     cut: np.ndarray | None = None  # [2**key_bits] low bits where the rest of a bucket crosses its one threshold
 
-    @property
+    @cached_property
     def direct(self) -> bool:
         """True when every bucket is settled by the first level (no threshold inside any bucket)."""
         return self.cut is None and bool(self.first.min() >= 0)
@@ -224,9 +227,32 @@ def key_and_low(b, low_bits, total_bits):
     return (b >> low_bits) & ((one << (total_bits - low_bits)) - one), b & ((one << low_bits) - one)
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What the kernels write for each lookup: ``table`` (values or codes, by interval) and, for the direct and cut
+    forms, the table already applied to the first level, so that an input costs one dependent load, not two:
+    ``first[i] = table[lut.first[i]]`` and ``above[k]``, the result past bucket ``k``'s cut."""
+
+    table: np.ndarray
+    first: np.ndarray
+    above: np.ndarray
+
+
+def outputs(m: Lut, table: np.ndarray) -> Outputs:
+    """The :class:`Outputs` of ``table`` (indexed by interval) under the lookup ``m``."""
+    if m.form == TWO_LEVEL:
+        return Outputs(table, table[:1], table[:1])
+    first = table[m.first]
+    if m.cut is None:
+        return Outputs(table, first, table[:1])
+    key_bits = m.first.size.bit_length() - 2
+    negative = np.arange(m.cut.size) >> (key_bits - 1) == 1  # larger patterns are more negative
+    moved = np.clip(m.first[1::2] + np.where(negative, -1, 1), 0, table.size - 1)  # (clipped: buckets with no cut)
+    return Outputs(table, first, table[moved])
+
+
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie,
-                    nan_index):
+def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie):
     """``out[i] = table[interval(x[i])]``; ``bits`` is ``x`` viewed as an integer of ``total_bits`` (32, 64).
 
     Returns the number of NaN inputs.
@@ -234,58 +260,51 @@ def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, f
     nans = 0
     for i in prange(x.size):
         key, low = key_and_low(bits[i], low_bits, total_bits)
-        j = _interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)
-        if j == nan_index:
-            nans += 1
-        out[i] = table[j]
+        out[i] = table[_interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)]
+        nans += x[i] != x[i]
     return nans
 
 
 @njit(inline="always")
-def _cut_interval(key, low, low_bits, total_bits, first, cut):
-    """A bucket's rest starts at interval ``first[2k+1]`` and moves one up (positive bucket) or down (negative:
-    larger patterns are more negative) from the low bits ``cut[k]`` on."""
-    nz = low != 0
-    sign = (key >> (total_bits - low_bits - 1)) & 1
-    return first[2 * key + nz] + nz * (1 - 2 * sign) * (low >= cut[key])
-
-
-DIRECT, CUT, TWO_LEVEL = 0, 1, 2  # the forms of a Lut (Lut.form)
+def _past_cut(key, low, first, above, cut):
+    """Bucket ``key``'s result: its lowest member, the rest below its cut, or ``above`` from the cut on (the
+    cut is never 0, so the lowest member never takes ``above``)."""
+    below = first[2 * key + (low != 0)]
+    return above[key] if low >= cut[key] else below
 
 
 @njit(inline="always")
-def lookup(form, x, key, low, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie):
-    """The interval of ``x`` (bucket ``key``, ``low`` bits) under a :class:`Lut` of the given form; ``form`` is
-    the same for a whole loop, so the branch is hoisted and the direct and cut forms still vectorize."""
+def lookup(form, x, b, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out,
+           above):
+    """The result for ``x`` (bit pattern ``b``) under a :class:`Lut` of the given form: the Lut's arrays, its
+    table's ``thresholds`` and ``tie``, and the three arrays of its :class:`Outputs` (``TableEngine.lookup_arrays``
+    gives all ten in this order)."""
+    key, low = key_and_low(b, low_bits, total_bits)
     if form == DIRECT:
-        return first[2 * key + (low != 0)]
+        return first_out[2 * key + (low != 0)]
     if form == CUT:
-        return _cut_interval(key, low, low_bits, total_bits, first, cut)
-    return _interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)
+        return _past_cut(key, low, first_out, above, cut)
+    return table[_interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut(bits, out, table, total_bits, low_bits, first, cut, nan_index):
-    """:func:`apply_two_level` for a :class:`Lut` with ``cut``: branch-free (LLVM vectorizes it), any data."""
+def apply_cut(x, bits, out, total_bits, low_bits, first, above, cut):
+    """:func:`apply_two_level` for a :class:`Lut` with ``cut``, reading :class:`Outputs` ``first`` and ``above``."""
     nans = 0
     for i in prange(bits.size):
         key, low = key_and_low(bits[i], low_bits, total_bits)
-        j = _cut_interval(key, low, low_bits, total_bits, first, cut)
-        nans += j == nan_index
-        out[i] = table[j]
+        out[i] = _past_cut(key, low, first, above, cut)
+        nans += x[i] != x[i]
     return nans
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct(bits, out, table, total_bits, low_bits, first, nan_index):
-    """:func:`apply_two_level` for a :class:`Lut` whose first level settles everything (``Lut.direct``).
-
-    Branch-free, so LLVM vectorizes it (gathers): 2-2.5x faster than the two-level kernel.
-    """
+def apply_direct(x, bits, out, total_bits, low_bits, first):
+    """:func:`apply_two_level` for a :class:`Lut` whose first level settles everything (``Lut.direct``), reading
+    :attr:`Outputs.first`: one table load per input."""
     nans = 0
     for i in prange(bits.size):
         key, low = key_and_low(bits[i], low_bits, total_bits)
-        j = first[2 * key + (low != 0)]
-        nans += j == nan_index
-        out[i] = table[j]
+        out[i] = first[2 * key + (low != 0)]
+        nans += x[i] != x[i]
     return nans

@@ -44,17 +44,19 @@ def fused(x: torch.Tensor, scheme: Scheme, want_codes: bool) -> tuple[torch.Tens
         return None
     rng = scheme.element_range
     flat = x.detach().contiguous().view(-1)
-    m = engine.lut(np.float32)
     out = torch.empty(flat.numel(), dtype=code_dtype(engine.bits) if want_codes else torch.float32)
     scales = torch.empty((flat.numel() + size - 1) // size, dtype=torch.float32)
-    table = engine._codes if want_codes else engine.table.float32_values
-    t = engine.table
-    blockwise.block_quantize(flat.numpy(), size, _RULES[scheme.scale], float(rng.max),
-                             rng.emax if scheme.scale == "mx" else 0, float(rng.unit), float(rng.zero_point),
-                             scheme.scale == "mx", want_codes, table, out.numpy(), scales.numpy(), m.form, m.low_bits,
-                             m.first, m.cut_or_empty, m.entries, m.fallback_first, m.fallback_span, t.thresholds,
-                             t.tie)
+    if want_codes:
+        arrays = engine.lookup_arrays(np.float32, engine._codes, "code")
+    else:  # values less the zero point, as the kernel would subtract it in float32
+        zp = np.float32(rng.zero_point)
+        arrays = engine.lookup_arrays(np.float32, engine.table.float32_values - zp, f"float32 - {zp}")
+    m = engine.lut(np.float32)
+    nan_blocks = blockwise.KERNELS[m.form](flat.numpy(), size, _RULES[scheme.scale], float(rng.max),
+                                           rng.emax if scheme.scale == "mx" else 0, float(rng.unit),
+                                           float(rng.zero_point), scheme.scale == "mx", not want_codes, out.numpy(),
+                                           scales.numpy(), m.low_bits, arrays)
     if want_codes and scheme.format.nan_code is None:
-        if bool(scales.isnan().any()) or bool(flat.isnan().any()):
+        if nan_blocks or bool(scales.isnan().any()):
             raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")
     return out, scales.double()

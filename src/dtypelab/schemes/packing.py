@@ -13,13 +13,18 @@ import numpy as np
 import torch
 
 
-def pack(codes: torch.Tensor, width: int) -> torch.Tensor:
-    """Pack non-negative integer codes of ``width`` bits into a uint8 tensor of ``ceil(n*width/8)`` bytes."""
+def pack(codes: torch.Tensor, width: int, copy: bool = True) -> torch.Tensor:
+    """Pack non-negative integer codes of ``width`` bits into a uint8 tensor of ``ceil(n*width/8)`` bytes; with
+    ``copy=False``, 8-bit codes that are already uint8 on the CPU are returned as they are, not copied."""
     if width == 8 and codes.dtype == torch.uint8:  # already one code per byte
-        return codes.detach().to("cpu").reshape(-1).clone()
+        flat = codes.detach().to("cpu").reshape(-1)
+        return flat.clone() if copy else flat
     c = codes.detach().to("cpu", torch.int64).reshape(-1).numpy()
     if width == 8:
         return torch.from_numpy(c.astype(np.uint8))
+    if width == 4:  # two codes per byte, the first in the high nibble
+        c = np.append(c, 0) if c.size % 2 else c
+        return torch.from_numpy((c[0::2] << 4 | c[1::2]).astype(np.uint8))
     shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
     bits = ((c[:, None] >> shifts) & 1).astype(np.uint8)
     return torch.from_numpy(np.packbits(bits.reshape(-1)))

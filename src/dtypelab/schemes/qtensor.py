@@ -59,7 +59,7 @@ class QTensor:
         fast = fused(x, scheme, want_codes=True)
         if fast is not None:
             codes, s = fast
-            return cls(pack(codes, scheme.format.bits), s, scheme, x.shape, x.dtype, None)
+            return cls(pack(codes, scheme.format.bits, copy=False), s, scheme, x.shape, x.dtype, None)
         work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         rows, layout = scheme.group(work)
         s = scheme.row_scales(rows)
