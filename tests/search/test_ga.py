@@ -58,6 +58,30 @@ def test_ga_beats_random_search_with_same_evaluations():
     assert ga.best_fitness < rnd.best_fitness
 
 
+def test_random_search_resumes_from_its_checkpoint(tmp_path):
+    ckpt = tmp_path / "random.json"
+    full = random_search(distance, COSTS, 1e9, 50, seed=3)
+    done = []
+
+    def dies_after_two_chunks(genomes):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(genomes)
+        return distance(genomes)
+
+    with pytest.raises(KeyboardInterrupt):
+        random_search(dies_after_two_chunks, COSTS, 1e9, 50, seed=3, checkpoint=ckpt, chunk=10)
+    calls = []
+
+    def counting(genomes):
+        calls.extend(genomes)
+        return distance(genomes)
+
+    resumed = random_search(counting, COSTS, 1e9, 50, seed=3, checkpoint=ckpt, resume=True, chunk=10)
+    assert resumed.best == full.best and resumed.scored == full.scored
+    assert len(calls) == 30  # the two scored chunks were not scored again
+
+
 def test_seeds_join_the_population():
     result = evolve(distance, COSTS, 1e9, GASettings(population=8, generations=1, seed=0), seeds=[tuple(TARGET)])
     assert result.best == tuple(TARGET) and result.best_fitness == 0.0

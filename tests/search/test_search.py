@@ -19,7 +19,8 @@ def test_search_respects_budget_and_writes_outputs(workload, tmp_path):
     assert result.evaluations > 8
     assert result.best.metrics["accuracy"] > 85.0  # digits MLP at ~5 bits still works
     assert result.fp32["accuracy"] > 90.0
-    for name in ("best_config.yaml", "results.json", "pareto.csv", "summary.md", "pareto.png", "checkpoint.json"):
+    for name in ("best_config.yaml", "results.json", "pareto.csv", "summary.md", "pareto.png", "checkpoint.json",
+                 "checkpoint-random.json"):
         assert (tmp_path / name).exists(), name
     import dtypelab as dl
 

@@ -132,10 +132,15 @@ def evolve(fitness: Fitness, costs: Sequence[Sequence[float]], budget: float, se
 
 
 def random_search(fitness: Fitness, costs: Sequence[Sequence[float]], budget: float, evaluations: int,
-                  seed: int = 0) -> GAResult:
-    """The baseline: ``evaluations`` distinct random feasible genomes (fewer if the space is smaller)."""
+                  seed: int = 0, checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                  chunk: int = 24) -> GAResult:
+    """The baseline: ``evaluations`` distinct random feasible genomes (fewer if the space is smaller), scored
+    ``chunk`` at a time; the scores so far are checkpointed after each chunk, and ``resume=True`` scores only
+    the rest (the genomes follow from ``seed``, so the result is that of an uninterrupted run)."""
     rng = random.Random(seed)
     scored: dict[Genome, float] = {}
+    if resume and checkpoint and Path(checkpoint).exists():
+        scored = {tuple(g): f for g, f in _load(checkpoint)["scored"]}
     batch: list[Genome] = []
     attempts = 0
     while len(batch) < evaluations and attempts < 50 * evaluations:
@@ -143,7 +148,10 @@ def random_search(fitness: Fitness, costs: Sequence[Sequence[float]], budget: fl
         attempts += 1
         if g not in batch:
             batch.append(g)
-    _score(batch, fitness, scored)
+    for start in range(0, len(batch), chunk):
+        _score(batch[start:start + chunk], fitness, scored)
+        if checkpoint:
+            _save(checkpoint, {"seed": seed, "scored": [[list(g), f] for g, f in scored.items()]})
     best = min(scored, key=lambda g: (scored[g], g))
     return GAResult(best, scored[best], [], scored)
 

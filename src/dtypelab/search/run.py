@@ -190,7 +190,8 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
         seeds = _seeds(problem)
         ga = evolve(fitness_under(objective), costs, budget_bits, settings, seeds=seeds,
                     checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
-        rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1)
+        rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1,
+                            checkpoint=out / "checkpoint-random.json" if out else None, resume=resume)
         ablated = {name: evolve(fitness_under(obj), costs, budget_bits, settings, seeds=seeds,
                                 checkpoint=out / f"checkpoint-{name}.json" if out else None, resume=resume)
                    for name, obj in others.items()}
