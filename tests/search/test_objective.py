@@ -30,6 +30,7 @@ def test_objective_terms_and_ablations():
     assert loc == pytest.approx(0.3) and g > 0 and both == pytest.approx(g + loc)
     assert Objective()(f, f, [0.0]) == pytest.approx(0.0, abs=1e-12)
     assert [Objective(local_weight=0).name, Objective(global_weight=0).name] == ["global", "local"]
+    assert Objective(2, 2).name == "global+local" and Objective(2, 0.5).name == "2*global+0.5*local"
     with pytest.raises(ValueError, match="not both 0"):
         Objective(0, 0)
 

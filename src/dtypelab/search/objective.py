@@ -57,9 +57,14 @@ class Objective:
 
     @property
     def name(self) -> str:
+        """``global``, ``local``, ``global+local`` (equal weights), or the weighted sum, e.g. ``2*global+local``."""
         if self.local_weight == 0:
             return "global"
-        return "local" if self.global_weight == 0 else "global+local"
+        if self.global_weight == 0:
+            return "local"
+        if self.global_weight == self.local_weight:
+            return "global+local"
+        return f"{self.global_weight:g}*global+{self.local_weight:g}*local"
 
     def __call__(self, q_final: torch.Tensor | None, f_final: torch.Tensor, local: list[float]) -> float:
         total = 0.0
