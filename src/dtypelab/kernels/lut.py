@@ -24,9 +24,10 @@ bucket ``k`` is interval ``first[2k+1]`` below the low bits ``cut[k]`` and the n
 a negative bucket) from there on, a branch-free lookup (:func:`apply_cut`).
 
 NaN and infinities need no branch: their buckets hold the NaN / ±inf intervals like any other. The kernels
-write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. The direct and
-cut kernels read the table already applied to the first level (:class:`Outputs`): one dependent load per input. Results
-equal :meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random inputs).
+write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. The direct
+and cut kernels read the table already applied to the first level (:class:`Outputs`): one dependent load per
+input. Results equal :meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random
+inputs).
 
 numba compiles each kernel once per dtype combination and caches it on disk (``cache=True``), so a new
 process pays only the load.
