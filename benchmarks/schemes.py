@@ -6,7 +6,7 @@ bitsandbytes' CPU ``quantize_blockwise`` (inexact, see REFERENCE.md). Target: >=
 For scale, with no target: ``dl.fake_quantize`` of the same schemes and ``dl.quantize`` to MXFP4 (4-bit codes,
 packed two per byte).
 
-    python benchmarks/schemes.py [--numel 16777216] [--repeats 5]
+    python benchmarks/schemes.py [--numel 16777216] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FOR_SCALE = ("mxfp4",)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numel", type=int, default=1 << 24)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)  # best of 9: this shared machine is noisy
     args = parser.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.numel)
