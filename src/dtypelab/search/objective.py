@@ -57,7 +57,7 @@ class Objective:
 
     @property
     def name(self) -> str:
-        """``global``, ``local``, ``global+local`` (equal weights), or the weighted sum, e.g. ``2*global+local``."""
+        """``global``, ``local``, ``global+local`` (equal weights), or the weighted sum, e.g. ``2*global+1*local``."""
         if self.local_weight == 0:
             return "global"
         if self.global_weight == 0:
