@@ -75,7 +75,7 @@ def _element(x, s, clip, lim, zp):
 @njit(inline="always")
 def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
     """The body of the ``block_*`` kernels, inlined into each with its lookup ``form`` a constant."""
-    first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out, above = lut_arrays
+    first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out = lut_arrays
     n = x.size
     bits = x.view(np.int32)
     zp = np.float32(zero_point)
@@ -98,7 +98,7 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
         for i in range(c0, c1):  # one lookup loop per chunk, not per block: ~15 % faster
             k = i - c0
             out[i] = lookup(form, scaled[k], scaled_bits[k], low_bits, 32, first, cut, entries, fb_first, fb_span,
-                            thresholds, tie, table, first_out, above)
+                            thresholds, tie, table, first_out)
         if scale_out:
             for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
                 s = scales[b]
@@ -110,7 +110,7 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def block_direct(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
     """Quantize float32 ``x`` in blocks of ``block`` (the last may be short) through a direct :class:`Lut`, whose
-    arrays (:func:`lut.lookup`'s ten) ``lut_arrays`` holds. Returns the number of blocks that hold a NaN.
+    arrays (:func:`lut.lookup`'s nine) ``lut_arrays`` holds. Returns the number of blocks that hold a NaN.
 
     ``scales[b]`` receives each block's scale, ``out[i]`` the lookup's result (codes, or values less the zero
     point); with ``scale_out`` the result times the block's scale (fake-quantized float32 values).

@@ -124,7 +124,7 @@ class TableEngine(Engine):
         """The ``lut_arrays`` argument of :func:`lut.lookup`, writing ``table``."""
         m, o, t = self.lut(dtype), self.outputs(dtype, table, name), self.table
         return (m.first, m.cut_or_empty, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie, o.table,
-                o.first, o.above)
+                o.first)
 
     def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
         m = self.lut(x.dtype)
@@ -140,7 +140,7 @@ class TableEngine(Engine):
         if m.form == lut.DIRECT:
             return int(lut.apply_direct(x, bits, out.numpy(), total, m.low_bits, o.first))
         if m.form == lut.CUT:
-            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, o.above, m.cut))
+            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, m.cut))
         return int(lut.apply_two_level(x, bits, out.numpy(), o.table, total, m.low_bits, m.first, m.entries,
                                        m.fallback_first, m.fallback_span, t.thresholds, t.tie))
 

@@ -231,25 +231,26 @@ def key_and_low(b, low_bits, total_bits):
 @dataclass(frozen=True)
 class Outputs:
     """What the kernels write for each lookup: ``table`` (values or codes, by interval) and, for the direct and cut
-    forms, the table already applied to the first level, so that an input costs one dependent load, not two:
-    ``first[i] = table[lut.first[i]]`` and ``above[k]``, the result past bucket ``k``'s cut."""
+    forms, ``first``: the table already applied to the first level, so that an input costs one dependent load, not
+    two. Direct: ``first[2k + (low != 0)]`` as :attr:`Lut.first`. Cut: three per bucket, ``first[3k + j]`` with
+    ``j`` = 0 for the bucket's lowest member, 1 for the rest below its cut, 2 from the cut on."""
 
     table: np.ndarray
     first: np.ndarray
-    above: np.ndarray
 
 
 def outputs(m: Lut, table: np.ndarray) -> Outputs:
     """The :class:`Outputs` of ``table`` (indexed by interval) under the lookup ``m``."""
     if m.form == TWO_LEVEL:
-        return Outputs(table, table[:1], table[:1])
-    first = table[m.first]
+        return Outputs(table, table[:1])
     if m.cut is None:
-        return Outputs(table, first, table[:1])
+        return Outputs(table, table[m.first])
     key_bits = m.first.size.bit_length() - 2
     negative = np.arange(m.cut.size) >> (key_bits - 1) == 1  # larger patterns are more negative
     moved = np.clip(m.first[1::2] + np.where(negative, -1, 1), 0, table.size - 1)  # (clipped: buckets with no cut)
-    return Outputs(table, first, table[moved])
+    first = np.empty(3 * m.cut.size, dtype=table.dtype)
+    first[0::3], first[1::3], first[2::3] = table[m.first[0::2]], table[m.first[1::2]], table[moved]
+    return Outputs(table, first)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -267,34 +268,32 @@ def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, f
 
 
 @njit(inline="always")
-def _past_cut(key, low, first, above, cut):
-    """Bucket ``key``'s result: its lowest member, the rest below its cut, or ``above`` from the cut on (the
-    cut is never 0, so the lowest member never takes ``above``)."""
-    below = first[2 * key + (low != 0)]
-    return above[key] if low >= cut[key] else below
+def _past_cut(key, low, first, cut):
+    """Bucket ``key``'s result from the cut form's :attr:`Outputs.first`: its lowest member, the rest below its cut,
+    or the rest from the cut on (the cut is never 0, so the lowest member is never past it)."""
+    return first[3 * key + (low != 0) + (low >= cut[key])]
 
 
 @njit(inline="always")
-def lookup(form, x, b, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out,
-           above):
+def lookup(form, x, b, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out):
     """The result for ``x`` (bit pattern ``b``) under a :class:`Lut` of the given form: the Lut's arrays, its
-    table's ``thresholds`` and ``tie``, and the three arrays of its :class:`Outputs` (``TableEngine.lookup_arrays``
-    gives all ten in this order)."""
+    table's ``thresholds`` and ``tie``, and the two arrays of its :class:`Outputs` (``TableEngine.lookup_arrays``
+    gives all nine in this order)."""
     key, low = key_and_low(b, low_bits, total_bits)
     if form == DIRECT:
         return first_out[2 * key + (low != 0)]
     if form == CUT:
-        return _past_cut(key, low, first_out, above, cut)
+        return _past_cut(key, low, first_out, cut)
     return table[_interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut(x, bits, out, total_bits, low_bits, first, above, cut):
-    """:func:`apply_two_level` for a :class:`Lut` with ``cut``, reading :class:`Outputs` ``first`` and ``above``."""
+def apply_cut(x, bits, out, total_bits, low_bits, first, cut):
+    """:func:`apply_two_level` for a :class:`Lut` with ``cut``, reading the cut form's :attr:`Outputs.first`."""
     nans = 0
     for i in prange(bits.size):
         key, low = key_and_low(bits[i], low_bits, total_bits)
-        out[i] = _past_cut(key, low, first, above, cut)
+        out[i] = _past_cut(key, low, first, cut)
         nans += x[i] != x[i]
     return nans
 
