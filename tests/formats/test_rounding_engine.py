@@ -117,3 +117,18 @@ def test_every_lookup_form_is_exercised_by_the_oracle_test() -> None:
     assert forms == {"direct", "cut", "two-level"}
     assert form("dt8", np.float32) == "cut" and form("fp16", np.float32) == "direct"
 
+
+
+def test_kernel_caches_older_than_any_kernel_source_are_dropped(tmp_path) -> None:
+    import os
+
+    from dtypelab.kernels import _drop_stale_kernel_caches
+
+    (tmp_path / "__pycache__").mkdir()
+    lut, blockwise = tmp_path / "lut.py", tmp_path / "blockwise.py"
+    stale, fresh = tmp_path / "__pycache__" / "blockwise.k-1.py311.nbi", tmp_path / "__pycache__" / "lut.k-2.py311.nbi"
+    for path, mtime in ((blockwise, 100), (stale, 200), (lut, 300), (fresh, 400)):
+        path.write_text("")
+        os.utime(path, (mtime, mtime))
+    _drop_stale_kernel_caches(tmp_path)
+    assert not stale.exists() and fresh.exists()  # compiled before lut.py changed: dropped
