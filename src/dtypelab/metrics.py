@@ -40,9 +40,7 @@ def quantization_error(x: torch.Tensor, scheme: Scheme | str, scales: torch.Tens
     scheme = Scheme.parse(scheme)
     q = fake_quantize(x.detach(), scheme, scales=scales)
     stats = error_stats(x, q)
-    rows, _ = scheme.group(x.detach().double())
-    s = scheme.row_scales(rows) if scales is None else scales.detach().double().reshape(-1)
-    scaled = rows / (s[:, None] if s.numel() > 1 else s)
+    scaled = scheme.scale(x.detach().double(), scales).scaled()
     n = x.numel()
     stats["fraction_saturated"] = float((scaled.abs() > scheme.element_range.max).sum()) / n
     stats["fraction_flushed"] = float(((x != 0) & (q == 0)).sum()) / n

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SCALINGS = ("none", "adaptive")
 DEFAULT_WORKLOADS = ("digits-vgg", "minilm")
+MAX_ACTIVATION_TRIALS = 10  # dynamic activation scales searching more trial scales than this use absmax
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ class Cell:
         from dtypelab.schemes import Scheme
 
         s = Scheme.parse(w)
-        gran = str(s.granularity) if s.scale == "mx" else self.activation_granularity
-        scale = "absmax" if s.scale == "mse" else s.scale  # 41 trial scales on every forward pass cost too much
-        return str(Scheme(s.format, gran, scale, s.scale_format))
+        gran = s.granularity if not s.rule.static else self.activation_granularity
+        # 41 trial scales on every forward pass cost too much
+        rule = "absmax" if s.rule.trials > MAX_ACTIVATION_TRIALS else s.rule
+        return str(Scheme(s.format, gran, rule, s.storage))
 
     @property
     def fixed(self) -> bool:

@@ -4,8 +4,16 @@ import pytest
 import torch
 
 import dtypelab as dl
-from dtypelab.schemes import fused as fused_module
-from dtypelab.schemes.fused import fused
+from dtypelab.kernels import cpu
+
+
+def fused(x, scheme, want_codes):
+    """The CPU backend's fused block kernel for ``scheme``, or None where it declines."""
+    size = scheme.granularity.contiguous_group_size(x)
+    rule = scheme.block_rule()
+    if size is None or rule is None:
+        return None
+    return scheme.format.engine.block(x, size, rule, want_codes)
 
 SCHEMES = ["dt8/block:64/absmax", "dt8/block:4096/absmax", "nf4/block:64/absmax", "int8/channel/absmax",
            "posit(6,1)/block:32/none", "mxfp8", "mxfp4", "mxint8", "e3m2/block:32/mx", "uint8/block:16/absmax",
@@ -41,7 +49,8 @@ def test_fused_equals_generic(spec, monkeypatch):
         x[1, 3], x[2, 5] = 0.5, 2.0  # (an infinite absmax makes inf/inf = NaN too)
     assert fused(x, scheme, want_codes=True) is not None  # the fast path applies
     fast_q, fast_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
-    monkeypatch.setattr(fused_module.__name__ + ".MAX_GROUP", 0)  # force the generic path
+    monkeypatch.setattr(cpu, "MAX_BLOCK", 0)  # force the generic path
+    assert fused(x, scheme, want_codes=True) is None
     slow_q, slow_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
     assert torch.equal(fast_q.codes, slow_q.codes)
     assert torch.equal(fast_q.scales.nan_to_num(-1), slow_q.scales.nan_to_num(-1))

@@ -37,7 +37,7 @@ from dtypelab.cost.plans import Plan, resolve_plans
 from dtypelab.cost.pricing import Datapath, Op, datapath, priced, rescale_ops
 from dtypelab.cost.table import EnergyTable, load_table
 from dtypelab.cost.trace import OpRecord, count
-from dtypelab.schemes import Scheme
+from dtypelab.schemes import PerBlock, Scheme
 
 ACCOUNTING = ("lab", "full")
 TERMS = ("mul", "acc", "bias", "zero_point", "rescale", "convert", "lookup", "dynamic_scale", "attn_scale")
@@ -174,11 +174,11 @@ def _numeric(s: str) -> bool:
 # ---- counting -> priced lines ---------------------------------------------------------------------------------
 
 def _pow2(schemes: list[Scheme]) -> bool:
-    return all(s.scale_format in ("none", "e8m0") for s in schemes)
+    return all(s.storage.pow2 for s in schemes)
 
 
 def _blocks(k: int, schemes: list[Scheme]) -> int:
-    sizes = [s.granularity.size for s in schemes if s.granularity.kind == "block"]
+    sizes = [s.granularity.size for s in schemes if isinstance(s.granularity, PerBlock)]
     return max(1, math.ceil(k / min(sizes))) if sizes and k else 1
 
 
@@ -203,7 +203,7 @@ def _lines(rec: OpRecord, plan: Plan | None, t: EnergyTable, accounting: str) ->
         add("convert", op, rec.outputs * rec.k)
     add("lookup", dp.lookup_a, rec.a_elems)
     add("lookup", dp.lookup_b, rec.b_elems)
-    scaled = [s for s in schemes if s.scale != "none"]
+    scaled = [s for s in schemes if s.has_scales]
     rescales = rescale_ops(t, dp, _pow2(scaled)) if scaled else ()
     if accounting == "lab":
         if schemes:
@@ -216,7 +216,7 @@ def _lines(rec: OpRecord, plan: Plan | None, t: EnergyTable, accounting: str) ->
     add("zero_point", dp.zp_add_b, rec.b_elems)
     for op in rescales:
         add("rescale", op, rec.outputs * _blocks(rec.k, scaled))
-    if plan is not None and getattr(plan, "dynamic", False) and sa is not None and sa.scale != "none":
+    if plan is not None and getattr(plan, "dynamic", False) and sa is not None and sa.has_scales:
         add("dynamic_scale", priced(t, "fp32 add (absmax compare)", "add", "fp", 32), rec.a_elems)
         add("dynamic_scale", priced(t, "fp32 mul (apply scale)", "mul", "fp", 32), rec.a_elems)
     if not scaled:

@@ -2,8 +2,8 @@
 
 :class:`TableEngine` serves every format of at most 16 bits from its :class:`RoundingTable`;
 :class:`PositEngine` serves wider posits with the closed form of posit rounding. Both take torch tensors
-of float16, bfloat16, float32 or float64 on any device: CPU tensors go through numba kernels writing
-straight into the output, other devices through the same table with ``torch.searchsorted``.
+of float16, bfloat16, float32 or float64 on any device, and apply themselves through the backend of the
+tensor's device (:mod:`dtypelab.kernels.backend`): numba kernels on the CPU, the torch reference elsewhere.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from dtypelab.kernels import lut, posit_closed
-from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
+from dtypelab.kernels import lut
+from dtypelab.kernels.backend import Backend, BlockRule, backend_for
+from dtypelab.kernels.table import RoundingTable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_CHUNK = 1 << 20  # elements converted at a time for half-precision inputs
 _NUMPY_CODE = {torch.uint8: np.uint8, torch.int32: np.int32, torch.int64: np.int64}
 
 
@@ -45,49 +45,33 @@ def prepare_out(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype) -
 
 
 class Engine:
-    """Shared tensor plumbing; subclasses supply ``_cpu`` (numba, in place) and ``_device`` (torch)."""
+    """Shared tensor plumbing: checks the input and the output, then hands both to the device's backend
+    (:func:`dtypelab.kernels.backend.backend_for`) through ``_apply``."""
 
     bits: int
+
+    @property
+    def code_dtype(self) -> torch.dtype:
+        return code_dtype(self.bits)
 
     def quantize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         check_input(x)
         out = prepare_out(x, out, x.dtype)
-        self._run(x, out, "value")
+        self._apply(backend_for(x.device), x.detach(), out, "value")
         return out
 
     def encode(self, x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Codes of ``x`` and the number of NaN inputs seen."""
         check_input(x)
-        out = prepare_out(x, out, code_dtype(self.bits))
-        return out, self._run(x, out, "code")
+        out = prepare_out(x, out, self.code_dtype)
+        return out, self._apply(backend_for(x.device), x.detach(), out, "code")
 
-    def _run(self, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
-        x = x.detach()
-        if x.device.type != "cpu":
-            result, nans = self._device(x, what)
-            out.copy_(result)
-            return nans
-        x = x.contiguous()
-        flat_out = out.view(-1)
-        if x.dtype in (torch.float32, torch.float64):
-            return self._cpu(x.view(-1).numpy(), flat_out, what)
-        nans = 0  # half precision: convert chunk by chunk, keeping temporaries small
-        flat = x.view(-1)
-        for start in range(0, flat.numel(), _CHUNK):
-            chunk = flat[start:start + _CHUNK].float()
-            dst = flat_out[start:start + _CHUNK]
-            if what == "value":
-                tmp = torch.empty_like(chunk)
-                nans += self._cpu(chunk.numpy(), tmp, what)
-                dst.copy_(tmp)
-            else:
-                nans += self._cpu(chunk.numpy(), dst, what)
-        return nans
+    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """Fused block scaling where the device's backend has a kernel for it (see :meth:`Backend.block`)."""
+        return None
 
-    def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
-        raise NotImplementedError
-
-    def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         raise NotImplementedError
 
 
@@ -109,7 +93,8 @@ class TableEngine(Engine):
         return found
 
     @cached_property
-    def _codes(self) -> np.ndarray:
+    def codes(self) -> np.ndarray:
+        """The table's codes in the dtype :meth:`encode` returns."""
         return self.table.codes.astype(_NUMPY_CODE[code_dtype(self.bits)])
 
     def outputs(self, dtype: np.dtype, table: np.ndarray, name: str) -> lut.Outputs:
@@ -126,41 +111,12 @@ class TableEngine(Engine):
         return (m.first, m.cut_or_empty, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie, o.table,
                 o.first)
 
-    def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
-        m = self.lut(x.dtype)
-        bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
-        t = self.table
-        total = 8 * x.itemsize
-        if what == "code":
-            o = self.outputs(x.dtype, self._codes, "code")
-        elif out.dtype == torch.float32:
-            o = self.outputs(x.dtype, t.float32_values, "float32")
-        else:
-            o = self.outputs(x.dtype, t.values, "float64")
-        if m.form == lut.DIRECT:
-            return int(lut.apply_direct(x, bits, out.numpy(), total, m.low_bits, o.first))
-        if m.form == lut.CUT:
-            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, m.cut))
-        return int(lut.apply_two_level(x, bits, out.numpy(), o.table, total, m.low_bits, m.first, m.entries,
-                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie))
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+        return backend.table(self, x, out, what)
 
-    def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
-        t = self.table
-        x64 = x.to(torch.float64)
-        thr = torch.as_tensor(t.thresholds, device=x.device)
-        cum_up = torch.as_tensor(np.concatenate([[0], np.cumsum(t.tie == UP)]), device=x.device)
-        below = torch.searchsorted(thr, x64, right=False)
-        upto = torch.searchsorted(thr, x64, right=True)
-        idx = below + cum_up[upto] - cum_up[below]
-        for j in np.flatnonzero(t.tie == BY_SIGN):
-            idx += ((x64 == float(t.thresholds[j])) & ~torch.signbit(x64)).long()
-        nan = torch.isnan(x64)
-        idx = torch.where(nan, t.nan_index, idx)
-        idx = torch.where(x64 == float("inf"), t.pinf_index, idx)
-        idx = torch.where(x64 == float("-inf"), t.ninf_index, idx)
-        if what == "code":
-            return torch.as_tensor(t.codes, device=x.device)[idx], int(nan.sum())
-        return torch.as_tensor(t.values, device=x.device)[idx], int(nan.sum())
+    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        return backend_for(x.device).block(self, x, size, rule, want_codes)
 
 
 class PositEngine(Engine):
@@ -169,12 +125,5 @@ class PositEngine(Engine):
     def __init__(self, n: int, es: int):
         self.bits, self.es = n, es
 
-    def _cpu(self, x: np.ndarray, out: torch.Tensor, what: str) -> int:
-        kernel = posit_closed.quantize if what == "value" else posit_closed.encode
-        return int(kernel(x, out.numpy(), self.bits, self.es))
-
-    def _device(self, x: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
-        cpu = x.to("cpu", torch.float64)
-        out = torch.empty(cpu.shape, dtype=cpu.dtype if what == "value" else code_dtype(self.bits))
-        nans = self._cpu(cpu.view(-1).numpy(), out.view(-1), what)
-        return out.to(x.device), nans
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+        return backend.posit(self, x, out, what)

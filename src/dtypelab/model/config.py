@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
-from dtypelab.schemes import Scheme
+from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 FP32_WORDS = ("fp32", "float32", "none", "null", "float")
 ActivationScales = Literal["static", "dynamic"]
@@ -300,14 +300,14 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         dynamic = s["activation_scales"] == "dynamic"
         label = f"layer {name!r} ({kind.name})"
         if activation is not None and not dynamic:
-            if activation.granularity.kind in ("block", "sorted") or activation.scale == "mx":
+            if not activation.static:
                 raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
                                  "each input: use activation_scales: dynamic, or tensor / channel:AXIS granularity")
         if s["bias"] == "int32":
             if weight is None or activation is None or dynamic or getattr(module, "bias", None) is None \
                     or kind.name not in ("Linear", "Conv1d", "Conv2d") \
-                    or weight.granularity.kind not in ("tensor", "channel") or weight.granularity.axis != 0 \
-                    or activation.granularity.kind != "tensor":
+                    or weight.granularity not in (PerTensor(), PerAxis(0)) \
+                    or not isinstance(activation.granularity, PerTensor):
                 raise ValueError(f"{label}: bias: int32 needs a Linear/Conv layer with a bias, a weight scheme per "
                                  "tensor or per output channel and a static per-tensor activation scheme (the "
                                  "bias lives on the grid s_x * s_w)")

@@ -47,7 +47,7 @@ from torch import nn
 from dtypelab.formats import Integer
 from dtypelab.model.layers import module_type, raw_weight
 from dtypelab.model.quantize import BiasOnAccumulatorGrid, quant_state
-from dtypelab.schemes import Scheme
+from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 ROUNDINGS = ("nearest-even", "half-up", "floor")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -107,7 +107,7 @@ class QuantizeInput(nn.Module):
         self.scheme, self.frac_bits = scheme, int(frac_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.scheme.quantize_rows(x.double() * 2.0**self.frac_bits)
+        q = self.scheme.round_scaled(x.double() * 2.0**self.frac_bits)
         return (q + (1 << (self.scheme.format.n - 1))).to(torch.uint8)
 
     def extra_repr(self) -> str:
@@ -315,17 +315,17 @@ def _layer_parts(model: nn.Module, op: _Op) -> tuple[Scheme, torch.Tensor, torch
     if plan is None or plan.weight is None or q is None or q.dynamic:
         raise ValueError(f"{what}: integer-only inference needs quantized weights and static activation scales")
     act_fmt = _int_format(plan.activation, f"{what} activations")
-    if plan.activation.granularity.kind != "tensor" or act_fmt.n != 8:
+    if not isinstance(plan.activation.granularity, PerTensor) or act_fmt.n != 8:
         raise ValueError(f"{what}: activations must be int8 or uint8 (zero point 128) per tensor, "
                          f"got {plan.activation}")
     _int_format(plan.weight, f"{what} weights", signed=True)
     cx = _frac_bits(q.scales, f"{what} activation scale")
     w = raw_weight(op.module, "weight").detach().double()
     sw = plan.weight.compute_scales(w)
-    if plan.weight.granularity.kind not in ("tensor", "channel") or plan.weight.granularity.axis != 0:
+    if plan.weight.granularity not in (PerTensor(), PerAxis(0)):
         raise ValueError(f"{what}: weight scales must be per tensor or per output channel, got {plan.weight}")
     cw = _frac_bits(sw, f"{what} weight scale")
-    w_codes = plan.weight.quantize_rows(w / sw).round()
+    w_codes = plan.weight.round_scaled(w / sw).round()
     bias = None
     if op.module.bias is not None:
         plist = getattr(op.module, "parametrizations", {})

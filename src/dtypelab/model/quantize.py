@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -54,8 +54,7 @@ from dtypelab.model.config import LayerPlan, QuantConfig, resolve
 from dtypelab.model.layers import kind_of, raw_weight
 from dtypelab.model.report import LayerReport, QuantReport
 from dtypelab.model.stats import TensorStats, size_only, tensor_stats
-from dtypelab.schemes import Scheme, fake_quantize
-from dtypelab.schemes.granularity import Granularity
+from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ def _calibrate(model: nn.Module, plans: dict[str, LayerPlan], calibration: Itera
 def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tuple[torch.Tensor, Scheme]:
     """All observed inputs as one tensor, and the scheme that gives the layer's static scales from it."""
     g = scheme.granularity
-    if g.kind == "tensor":
+    if isinstance(g, PerTensor):
         return torch.cat([x.reshape(-1) for x in xs]), scheme
     # channel:AXIS — one scale per index along AXIS of every input: rows [N, C]
     cols = []
@@ -306,7 +305,7 @@ def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tup
     if len({c.shape[1] for c in cols}) != 1:
         raise ValueError(f"layer {layer!r}: inputs differ in size along axis {g.axis} "
                          f"({sorted({c.shape[1] for c in cols})}), so one static scale per channel is undefined")
-    return torch.cat(cols), replace(scheme, granularity=Granularity("channel", axis=1))
+    return torch.cat(cols), Scheme(scheme.format, PerAxis(1), scheme.rule, scheme.storage)
 
 
 # ---- building, reporting -----------------------------------------------------------------------------------------
@@ -334,7 +333,7 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
         else:
             obs, obs_scheme = _observation_view(xs, plan.activation, name)
             scales = obs_scheme.compute_scales(obs).reshape(-1).to(torch.float64)
-            if plan.activation.granularity.kind == "tensor":
+            if isinstance(plan.activation.granularity, PerTensor):
                 scales = scales.reshape(())
             q = ActivationQuantizer(plan.activation, kind.activation_args, scales)
             if stats:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dtypelab.schemes import QTensor, Scheme
+from dtypelab.schemes import Scheme
 
 
 @dataclass
@@ -94,17 +94,9 @@ class TensorStats:
                 "log2_min": math.log2(lo) if lo > 0 else -math.inf, "log2_max": math.log2(hi) if hi > 0 else -math.inf}
 
 
-def storage_bits(scheme: Scheme, shape: torch.Size, dtype: torch.dtype, scales: torch.Tensor) -> int:
-    """Exact stored size, as :attr:`QTensor.storage_bits` counts it (codes need not be made to count them)."""
-    return QTensor(torch.empty(0, dtype=torch.uint8), scales, scheme, torch.Size(shape), dtype).storage_bits
-
-
 def size_only(x: torch.Tensor, scheme: Scheme) -> TensorStats:
-    """Just the exact stored size of ``x`` under ``scheme`` (the number of groups, from a meta tensor: no rounding,
-    no scale rule run)."""
-    rows, _ = scheme.group(torch.empty(x.shape, device="meta"))
-    bits = storage_bits(scheme, x.shape, x.dtype, torch.empty(rows.shape[0]))
-    return TensorStats(numel=x.numel(), storage_bits=bits, measured=False)
+    """Just the exact stored size of ``x`` under ``scheme`` (no rounding, no scale rule run)."""
+    return TensorStats(numel=x.numel(), storage_bits=scheme.storage_bits(x.shape), measured=False)
 
 
 def tensor_stats(x: torch.Tensor, scheme: Scheme, scales: torch.Tensor | None = None,
@@ -112,14 +104,11 @@ def tensor_stats(x: torch.Tensor, scheme: Scheme, scales: torch.Tensor | None = 
     """Statistics of quantizing ``x`` with ``scheme`` (scales computed from ``x`` unless given), computed the way
     :func:`dtypelab.schemes.fake_quantize` rounds (same working dtype). With ``keep_dequantized`` the result's
     ``dequantized`` holds ``fake_quantize(x, scheme, scales)`` (bit for bit)."""
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    rows, layout = scheme.group(x.detach().to(work))
-    s = scheme.row_scales(rows) if scales is None else scales.detach().reshape(-1).to(torch.float64)
-    s_rows = s.to(rows.device, work)
-    s_rows = s_rows[:, None] if s_rows.numel() > 1 else s_rows
-    scaled = rows / s_rows
-    q = scheme.quantize_rows(scaled)
-    deq = q * s_rows
+    sc = scheme.scale(x, scales)
+    rows, s = sc.rows, sc.scales
+    scaled = rows / sc.divisor
+    q = scheme.round_scaled(scaled)
+    deq = q * sc.divisor
     st = TensorStats(numel=x.numel())
     err = (deq - rows).reshape(-1)
     st.sse = float(torch.dot(err, err))
@@ -137,11 +126,11 @@ def tensor_stats(x: torch.Tensor, scheme: Scheme, scales: torch.Tensor | None = 
         if n_zero_q:
             counts[-lo] -= n_zero_q  # the zeros' slot (exponent 0)
         st.binade_counts = Counter({lo + i - 1: c for i, c in enumerate(counts) if c})
-    st.storage_bits = storage_bits(scheme, x.shape, x.dtype, s.reshape(-1).cpu())
+    st.storage_bits = scheme.storage_bits(x.shape, s.numel())
     st.scales = [s.reshape(-1).cpu()]
     if keep_dequantized:
-        st.dequantized = scheme.granularity.ungroup(deq, layout).to(x.dtype)
+        st.dequantized = scheme.granularity.ungroup(deq, sc.layout).to(x.dtype)
     return st
 
 
-__all__ = ["TensorStats", "tensor_stats", "size_only", "storage_bits"]
+__all__ = ["TensorStats", "tensor_stats", "size_only"]

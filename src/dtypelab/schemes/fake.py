@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from dtypelab.schemes.fused import fused
 from dtypelab.schemes.scheme import Scheme
 
 
@@ -25,28 +24,12 @@ def fake_quantize(x: torch.Tensor, scheme: Scheme | str, scales: torch.Tensor | 
     format's range is zero (as with a clipped STE).
     """
     scheme = Scheme.parse(scheme)
-    if scales is None and not x.requires_grad:
-        fast = fused(x, scheme, want_codes=False)
-        if fast is not None:
-            return fast[0].view(x.shape)
-    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    rows, layout = scheme.group(x.detach().to(work_dtype))
-    s = scheme.row_scales(rows) if scales is None else scales.detach().reshape(-1).to(torch.float64)
-    if s.numel() not in (1, rows.shape[0]):
-        raise ValueError(f"scales hold {s.numel()} values but {scheme.granularity} makes {rows.shape[0]} groups "
-                         f"of this tensor of shape {tuple(x.shape)}")
-    s = s.to(device=rows.device, dtype=work_dtype)[:, None] if s.numel() > 1 else s.to(rows.device, work_dtype)
-    if scales is None and scheme.scale == "none":  # s = 1: dividing and multiplying by it change nothing
-        scaled = rows
-        q = scheme.quantize_rows(rows)
-    else:
-        scaled = rows / s
-        in_place = scaled.is_contiguous() and not zero_saturated_grad  # that path still needs `scaled`
-        q = scheme.quantize_rows(scaled, out=scaled if in_place else None).mul_(s)
-    q = scheme.granularity.ungroup(q, layout).to(x.dtype)
+    scaled = scheme.scale(x, scales)
+    q = scaled.dequantize()
     if not x.requires_grad:
         return q
     if zero_saturated_grad:
-        inside = scheme.granularity.ungroup((scaled.abs() <= scheme.element_range.max).to(x.dtype), layout)
+        inside = (scaled.scaled().abs() <= scheme.element_range.max).to(x.dtype)
+        inside = scheme.granularity.ungroup(inside, scaled.layout)
         return x * inside + (q - x * inside).detach()
     return x + (q - x).detach()

@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from dtypelab.schemes.fused import fused
-from dtypelab.schemes.granularity import Layout
 from dtypelab.schemes.packing import pack, unpack
 from dtypelab.schemes.scheme import Scheme
 
@@ -44,9 +42,7 @@ class QTensor:
 
     @property
     def storage_bits(self) -> int:
-        s = self.scheme
-        scale_bits = self.scales.numel() * s.scale_bits
-        return self.numel * s.format.bits + scale_bits + s.granularity.index_bits(self.numel)
+        return self.scheme.storage_bits(self.shape, self.scales.numel())
 
     @property
     def bits_per_element(self) -> float:
@@ -56,35 +52,21 @@ class QTensor:
     def from_float(cls, x: torch.Tensor, scheme: Scheme | str) -> QTensor:
         """Quantize ``x`` (see :func:`quantize`)."""
         scheme = Scheme.parse(scheme)
-        fast = fused(x, scheme, want_codes=True)
-        if fast is not None:
-            codes, s = fast
-            return cls(pack(codes, scheme.format.bits, copy=False), s, scheme, x.shape, x.dtype, None)
-        work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-        rows, layout = scheme.group(work)
-        s = scheme.row_scales(rows)
-        scaled = rows / s.to(rows.dtype)[:, None]
-        if scheme.scale == "mx":
-            rng = scheme.element_range
-            scaled = scaled.clamp(-rng.max, rng.max)
-        codes = scheme.format.encode(scaled + scheme.element_range.zero_point).reshape(-1)[: layout.numel]
-        return cls(pack(codes, scheme.format.bits), s.cpu(), scheme, x.shape, x.dtype, layout.perm)
+        scaled = scheme.scale(x)
+        codes = scaled.encode()
+        return cls(pack(codes, scheme.format.bits, copy=False), scaled.scales.cpu(), scheme, x.shape, x.dtype,
+                   scaled.layout.perm)
 
     def dequantize(self) -> torch.Tensor:
         s = self.scheme
         codes = unpack(self.codes, s.format.bits, self.numel)
         values = s.format.decode(codes, torch.float64) - s.element_range.zero_point
-        size = self.numel // self.scales.numel() if s.granularity.kind in ("tensor", "channel") \
-            else s.granularity.size
-        pad = self.scales.numel() * size - self.numel
+        groups, size = s.granularity.rows_shape(self.shape)
+        pad = groups * size - self.numel
         if pad:
             values = torch.cat([values, values.new_zeros(pad)])
-        rows = values.reshape(self.scales.numel(), size) * self.scales[:, None]
-        moved = None
-        if s.granularity.kind == "channel":
-            moved = torch.Size([self.shape[s.granularity.axis]]) + torch.Size(
-                d for i, d in enumerate(self.shape) if i != s.granularity.axis % len(self.shape))
-        layout = Layout(self.shape, self.numel, perm=self.perm, moved_shape=moved)
+        rows = values.reshape(groups, size) * self.scales[:, None]
+        layout = replace(s.granularity.layout_for(self.shape), perm=self.perm)
         return s.granularity.ungroup(rows, layout).to(self.dtype)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -1,8 +1,12 @@
 """Scale rules: one scale per row of grouped values, with ``x ≈ Q(x / s) * s``.
 
-Every rule takes rows ``[groups, size]`` (float64, except the rules in ``ANY_DTYPE``, which read float32 rows
-as they are) and the element range, and returns ``s`` of shape ``[groups]`` (float64). An all-zero row gets
-``s = 1`` (except ``mx``, which follows the OCP spec).
+A rule is a :class:`ScaleRule` object in the :data:`RULES` registry. It declares what it is — how its scales
+are stored by default, whether elements are clipped to ±max before rounding, whether it needs blocks, whether it
+can be computed once at calibration (static), which fused block kernel computes it — so no caller compares rule
+names. Its :meth:`ScaleRule.scales` takes rows ``[groups, size]`` (float64, unless the rule reads rows in their
+own dtype) and the element range, and returns ``s`` of shape ``[groups]`` (float64). An all-zero row gets
+``s = 1`` (except ``mx``, which follows the OCP spec). A new rule is one class here, registered with
+:func:`register_rule`.
 
 * ``none`` — ``s = 1``.
 * ``absmax`` — the row's max |x| (NaN elements ignored) maps to the format's max (1.0 for NF4 / DT).
@@ -23,8 +27,10 @@ as they are) and the element range, and returns ``s`` of shape ``[groups]`` (flo
 Example:
     >>> import torch
     >>> rows = torch.tensor([[0.5, -3.0, 1.0]], dtype=torch.float64)
-    >>> RULES["pow2"](rows, ElementRange(127.0), None).tolist()   # 3/127 -> 2^-5
+    >>> RULES["pow2"].scales(rows, ElementRange(127.0), None).tolist()   # 3/127 -> 2^-5
     [0.03125]
+    >>> RULES["mx"].clips, RULES["mx"].default_storage, RULES["absmax"].static
+    (True, 'e8m0', True)
 """
 
 from __future__ import annotations
@@ -32,17 +38,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from dtypelab.formats import Format
-from dtypelab.kernels.log2hist import log2_hist_centres
+from dtypelab.kernels.backend import backend_for
+from dtypelab.schemes.granularity import Granularity, PerBlock
 
 POW2_SHIFT = 24
 SQNR_EXPONENTS = range(-5, 5)
 MSE_RATIOS = torch.linspace(1.0, 0.2, 41, dtype=torch.float64)
 HIST_BINS = 100
-ANY_DTYPE = frozenset({"none", "log2-hist"})  # rules that need no float64 copy of the rows
 MX_ELEMENTS = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8")
 
 
@@ -61,16 +68,52 @@ class ElementRange:
 
 
 Quantizer = Callable[..., torch.Tensor]  # (rows / s, out=None) -> Q(rows / s), for rules that search
-Rule = Callable[[torch.Tensor, ElementRange, "Quantizer | None"], torch.Tensor]
-RULES: dict[str, Rule] = {}
 
 
-def rule(name: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        RULES[name] = fn
-        return fn
+class ScaleRule:
+    """Base of the scale rules. Subclasses set ``name`` and the declarations below and define :meth:`scales`."""
 
-    return register
+    name: ClassVar[str]
+    default_storage: ClassVar[str] = "fp32"  # how its scales are stored unless the scheme says otherwise
+    clips: ClassVar[bool] = False  # elements are clipped to ±max before rounding (MX)
+    static: ClassVar[bool] = True  # can be computed once, at calibration, for activations
+    stored_exact: ClassVar[bool] = False  # its scales are already exact in its default storage
+    native_dtype: ClassVar[bool] = False  # reads rows in their own dtype: no float64 copy is made
+    trials: ClassVar[int] = 0  # trial quantizations it runs per tensor (the search rules)
+    fused: ClassVar[str | None] = None  # the fused block kernel's rule, used with the default storage only
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"ScaleRule({self.name!r})"
+
+    def check(self, element: Format, granularity: Granularity) -> None:
+        """Raise ValueError when the rule cannot be used with this element format and granularity."""
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+RULES: dict[str, ScaleRule] = {}
+
+
+def register_rule(cls: type[ScaleRule]) -> type[ScaleRule]:
+    """Class decorator: add an instance of the rule to :data:`RULES` under its ``name``."""
+    RULES[cls.name] = cls()
+    return cls
+
+
+def scale_rule(spec: str | ScaleRule) -> ScaleRule:
+    """The rule named ``spec`` (a ScaleRule passes through); a miss lists the known rules."""
+    if isinstance(spec, ScaleRule):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a scale rule must be a name or ScaleRule, got {type(spec).__name__}")
+    found = RULES.get(spec.strip().lower())
+    if found is None:
+        raise ValueError(f"unknown scale rule {spec!r}; valid: {', '.join(RULES)}")
+    return found
 
 
 def _absmax(rows: torch.Tensor) -> torch.Tensor:
@@ -81,39 +124,58 @@ def _nonzero_or_one(s: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     return torch.where(amax > 0, s, torch.ones_like(s))
 
 
-@rule("none")
-def _none(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    return torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
+@register_rule
+class NoRule(ScaleRule):
+    name = "none"
+    default_storage = "none"
+    native_dtype = True
+    fused = "none"
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        return torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
 
 
-@rule("absmax")
-def _absmax_rule(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(torch.where(torch.isnan(rows), 0.0, rows))  # a NaN element stays NaN; it sets no scale
-    return _nonzero_or_one(amax / rng.max, amax)
+@register_rule
+class Absmax(ScaleRule):
+    name = "absmax"
+    fused = "absmax"
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        amax = _absmax(torch.where(torch.isnan(rows), 0.0, rows))  # a NaN element stays NaN; it sets no scale
+        return _nonzero_or_one(amax / rng.max, amax)
 
 
-@rule("pow2")
-def _pow2(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(rows)
-    k = torch.ceil(torch.log2(amax / rng.max)).clamp(-POW2_SHIFT, POW2_SHIFT)
-    return _nonzero_or_one(torch.exp2(k), amax)
+@register_rule
+class Pow2(ScaleRule):
+    name = "pow2"
+    default_storage = "e8m0"
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        amax = _absmax(rows)
+        k = torch.ceil(torch.log2(amax / rng.max)).clamp(-POW2_SHIFT, POW2_SHIFT)
+        return _nonzero_or_one(torch.exp2(k), amax)
 
 
-@rule("log2-hist")
-def _log2_hist(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    cpu = rows.detach().cpu()
-    cpu = cpu if cpu.dtype in (torch.float32, torch.float64) else cpu.float()  # exact for float16 / bfloat16
-    centres = torch.from_numpy(log2_hist_centres(cpu.numpy(), HIST_BINS)).to(rows.device)
-    return torch.where(torch.isnan(centres), 1.0, torch.exp2(centres))
+@register_rule
+class Log2Hist(ScaleRule):
+    name = "log2-hist"
+    native_dtype = True
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        centres = backend_for(rows.device).log2_hist_centres(rows, HIST_BINS).to(rows.device)
+        return torch.where(torch.isnan(centres), 1.0, torch.exp2(centres))
 
 
-@rule("log2-energy")
-def _log2_energy(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    sq = rows * rows
-    logs = torch.log2(torch.where(rows != 0, rows.abs(), torch.ones_like(rows)))
-    energy = sq.sum(dim=1)
-    safe = torch.where(energy > 0, energy, torch.ones_like(energy))
-    return _nonzero_or_one(torch.exp2(torch.round((sq * logs).sum(dim=1) / safe)), energy)
+@register_rule
+class Log2Energy(ScaleRule):
+    name = "log2-energy"
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        sq = rows * rows
+        logs = torch.log2(torch.where(rows != 0, rows.abs(), torch.ones_like(rows)))
+        energy = sq.sum(dim=1)
+        safe = torch.where(energy > 0, energy, torch.ones_like(energy))
+        return _nonzero_or_one(torch.exp2(torch.round((sq * logs).sum(dim=1) / safe)), energy)
 
 
 def _squared_error(rows: torch.Tensor, s: torch.Tensor, q: Quantizer) -> torch.Tensor:
@@ -128,29 +190,52 @@ def _best(rows: torch.Tensor, candidates: torch.Tensor, q: Quantizer) -> torch.T
     return candidates.gather(0, errors.argmin(dim=0, keepdim=True)).squeeze(0)
 
 
-@rule("sqnr")
-def _sqnr(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    # Highest SQNR = lowest error energy per row (signal energy is fixed).
-    k = torch.tensor(list(SQNR_EXPONENTS), dtype=rows.dtype, device=rows.device)
-    candidates = torch.exp2(-k)[:, None].expand(-1, rows.shape[0])
-    return _nonzero_or_one(_best(rows, candidates, q), _absmax(rows))
+@register_rule
+class Sqnr(ScaleRule):
+    name = "sqnr"
+    trials = len(SQNR_EXPONENTS)
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        # Highest SQNR = lowest error energy per row (signal energy is fixed).
+        k = torch.tensor(list(SQNR_EXPONENTS), dtype=rows.dtype, device=rows.device)
+        candidates = torch.exp2(-k)[:, None].expand(-1, rows.shape[0])
+        return _nonzero_or_one(_best(rows, candidates, q), _absmax(rows))
 
 
-@rule("mse")
-def _mse(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(rows)
-    base = _nonzero_or_one(amax / rng.max, amax)
-    candidates = MSE_RATIOS.to(rows.device)[:, None] * base[None, :]
-    return _best(rows, candidates, q)
+@register_rule
+class Mse(ScaleRule):
+    name = "mse"
+    trials = len(MSE_RATIOS)
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        amax = _absmax(rows)
+        base = _nonzero_or_one(amax / rng.max, amax)
+        candidates = MSE_RATIOS.to(rows.device)[:, None] * base[None, :]
+        return _best(rows, candidates, q)
 
 
-@rule("mx")
-def _mx(rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-    amax = _absmax(rows)  # a NaN propagates to a NaN scale, and so does an infinity (exponent > 127)
-    amax = torch.where((amax > 0) | torch.isnan(amax), amax, torch.full_like(amax, 2.0**-126))
-    exponent = torch.floor(torch.log2(amax)) - rng.emax
-    shared = torch.exp2(exponent.clamp(min=-127))  # the E8M0 scale X
-    return torch.where(exponent > 127, torch.full_like(shared, math.nan), shared * rng.unit)
+@register_rule
+class Mx(ScaleRule):
+    name = "mx"
+    default_storage = "e8m0"
+    clips = True
+    static = False
+    stored_exact = True
+    fused = "mx"
+
+    def check(self, element: Format, granularity: Granularity) -> None:
+        if str(element) not in MX_ELEMENTS:
+            raise ValueError(f"mx scaling needs an MX element format ({', '.join(MX_ELEMENTS)}), got {element}")
+        if not isinstance(granularity, PerBlock):
+            raise ValueError(f"mx scaling shares one exponent per block: use granularity block:32, "
+                             f"got {granularity}")
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        amax = _absmax(rows)  # a NaN propagates to a NaN scale, and so does an infinity (exponent > 127)
+        amax = torch.where((amax > 0) | torch.isnan(amax), amax, torch.full_like(amax, 2.0**-126))
+        exponent = torch.floor(torch.log2(amax)) - rng.emax
+        shared = torch.exp2(exponent.clamp(min=-127))  # the E8M0 scale X
+        return torch.where(exponent > 127, torch.full_like(shared, math.nan), shared * rng.unit)
 
 
 def element_range(f: Format) -> ElementRange:

@@ -1,13 +1,16 @@
-"""Scheme = format + granularity + scale rule (+ how scales are stored).
+"""Scheme = format + granularity + scale rule + how scales are stored, and the one quantize pipeline.
 
 Canonical string: ``FORMAT/GRANULARITY/SCALE[/SCALE_FORMAT]`` (the last part only when it is not the rule's
 default), e.g. ``posit(6,1)/channel/log2-hist``, ``nf4/block:64/absmax``, ``e4m3/block:32/mx``. A bare
 format means ``FORMAT/tensor/none``. Aliases: ``mxfp8``, ``mxfp6``, ``mxfp4``, ``mxint8``, ``nvfp4``.
 
 Scales multiply: ``x ≈ Q(x / s) * s`` (for unsigned integers ``(Q(x / s + zp) - zp) * s`` with
-``zp = 2^(n-1)``). Scale formats: ``none`` (no scale stored), ``fp32``, ``e8m0`` (a power of two as an
-8-bit biased exponent, rounded up so nothing clips; the default for ``pow2`` and ``mx``), or any format
-spec (e.g. ``e4m3`` for NVFP4-style scales).
+``zp = 2^(n-1)``). Scale formats (:mod:`~dtypelab.schemes.scale_storage`): ``none`` (no scale stored), ``fp32``,
+``e8m0`` (the default for ``pow2`` and ``mx``), or any format spec (e.g. ``e4m3`` for NVFP4-style scales).
+
+Every caller quantizes through :meth:`Scheme.scale`, which groups the tensor, computes (or takes) the stored
+scales and returns a :class:`Scaled` whose :meth:`~Scaled.dequantize`, :meth:`~Scaled.encode` and
+:meth:`~Scaled.values` do the rest; the fused block kernels are taken there, where the device's backend has one.
 
 Example:
     >>> import torch, dtypelab as dl
@@ -16,59 +19,54 @@ Example:
     ('posit(6,1)/channel/log2-energy', True)
     >>> str(dl.Scheme.parse("mxfp8"))
     'e4m3/block:32/mx'
+    >>> sc = dl.Scheme.parse("int4/tensor/absmax").scale(torch.tensor([0.3, 5.0, -7.0]))
+    >>> sc.scales.tolist(), sc.values().tolist(), sc.dequantize().tolist()
+    ([1.0], [0.0, 5.0, -7.0], [0.0, 5.0, -7.0])
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from dtypelab.formats import Format, fmt
+from dtypelab.kernels.backend import BlockRule
 from dtypelab.schemes.granularity import Granularity, Layout
-from dtypelab.schemes.scales import ANY_DTYPE, MX_ELEMENTS, RULES, ElementRange, element_range
+from dtypelab.schemes.granularity import granularity as granularity_of
+from dtypelab.schemes.scale_storage import NONE, ScaleStorage, scale_storage
+from dtypelab.schemes.scales import ElementRange, ScaleRule, element_range, scale_rule
 
 ALIASES = {
     "mxfp8": "e4m3/block:32/mx", "mxfp8_e5m2": "e5m2/block:32/mx", "mxfp6": "e3m2/block:32/mx",
     "mxfp6_e2m3": "e2m3/block:32/mx", "mxfp4": "e2m1/block:32/mx", "mxint8": "int8/block:32/mx",
     "nvfp4": "e2m1/block:16/absmax/e4m3",
 }
-E8M0 = "e8m0"
 
 
-def _default_scale_format(scale: str) -> str:
-    return "none" if scale == "none" else E8M0 if scale in ("pow2", "mx") else "fp32"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Scheme:
-    """How a tensor is quantized. ``format``/``granularity`` accept spec strings."""
+    """How a tensor is quantized: ``Scheme(format, granularity="tensor", scale="none", scale_format="")``,
+    each part a spec string or its object; ``scale_format`` empty means the rule's default storage."""
 
     format: Format
-    granularity: Granularity = field(default_factory=Granularity)
-    scale: str = "none"
-    scale_format: str = ""
+    granularity: Granularity
+    rule: ScaleRule
+    storage: ScaleStorage
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "format", fmt(self.format))
-        object.__setattr__(self, "granularity", Granularity.parse(self.granularity))
-        if self.scale not in RULES:
-            raise ValueError(f"unknown scale rule {self.scale!r}; valid: {', '.join(RULES)}")
-        sf = (self.scale_format or _default_scale_format(self.scale)).strip().lower()
-        if sf not in ("none", "fp32", E8M0):
-            sf = str(fmt(sf))  # any format may store scales; raises naming the valid forms
-        if (sf == "none") != (self.scale == "none"):
-            raise ValueError(f"scale_format 'none' goes with scale 'none' only (got scale={self.scale!r}, "
-                             f"scale_format={sf!r})")
-        object.__setattr__(self, "scale_format", sf)
-        if self.scale == "mx":
-            if str(self.format) not in MX_ELEMENTS:
-                raise ValueError(f"mx scaling needs an MX element format ({', '.join(MX_ELEMENTS)}), "
-                                 f"got {self.format}")
-            if self.granularity.kind != "block":
-                raise ValueError(f"mx scaling shares one exponent per block: use granularity block:32, "
-                                 f"got {self.granularity}")
+    def __init__(self, format: Format | str, granularity: Granularity | str = "tensor",
+                 scale: ScaleRule | str = "none", scale_format: ScaleStorage | Format | str = "") -> None:
+        rule = scale_rule(scale)
+        storage = scale_storage(scale_format or rule.default_storage)
+        object.__setattr__(self, "format", fmt(format))
+        object.__setattr__(self, "granularity", granularity_of(granularity))
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "storage", storage)
+        if (storage == NONE) != (rule.default_storage == "none"):
+            raise ValueError(f"scale_format 'none' goes with scale 'none' only (got scale={rule}, "
+                             f"scale_format={storage})")
+        rule.check(self.format, self.granularity)
 
     @classmethod
     def parse(cls, spec: str | Scheme) -> Scheme:
@@ -82,13 +80,12 @@ class Scheme:
         if len(parts) > 4 or not parts[0]:
             raise ValueError(f"bad scheme {spec!r}: expected FORMAT[/GRANULARITY[/SCALE[/SCALE_FORMAT]]], e.g. "
                              "'posit(6,1)/channel/log2-hist', or one of " + ", ".join(ALIASES))
-        names = ("format", "granularity", "scale", "scale_format")
-        return cls(**dict(zip(names, parts, strict=False)))
+        return cls(*parts)
 
     def __str__(self) -> str:
-        text = f"{self.format}/{self.granularity}/{self.scale}"
-        if self.scale_format != _default_scale_format(self.scale):
-            text += f"/{self.scale_format}"
+        text = f"{self.format}/{self.granularity}/{self.rule}"
+        if self.storage != scale_storage(self.rule.default_storage):
+            text += f"/{self.storage}"
         return text
 
     @property
@@ -98,54 +95,158 @@ class Scheme:
     @property
     def scale_bits(self) -> int:
         """Bits stored per scale."""
-        sf = self.scale_format
-        return 0 if sf == "none" else 32 if sf == "fp32" else 8 if sf == E8M0 else fmt(sf).bits
+        return self.storage.bits
 
-    # ---- the arithmetic, on rows [groups, size] -------------------------------------------------------------
+    @property
+    def has_scales(self) -> bool:
+        """Whether scales are stored (every rule but ``none``)."""
+        return self.storage != NONE
 
-    def quantize_rows(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Q of already-scaled rows, in the rows' dtype (saturating; MX clips to ±max first); ``out`` may be
-        ``rows`` itself."""
+    @property
+    def static(self) -> bool:
+        """Whether its scales can be fixed once at calibration (not recomputed for each input)."""
+        return self.granularity.static and self.rule.static
+
+    def storage_bits(self, shape: torch.Size, groups: int | None = None) -> int:
+        """Exact stored size of a tensor of ``shape``: codes + ``groups`` scales (by default the granularity's
+        count) + stored indices. Zero points are a constant of the scheme; block padding is not stored."""
+        numel = torch.Size(shape).numel()
+        groups = self.granularity.num_groups(torch.Size(shape)) if groups is None else groups
+        return numel * self.format.bits + groups * self.storage.bits + self.granularity.index_bits(numel)
+
+    # ---- the pipeline -------------------------------------------------------------------------------------------
+
+    def scale(self, x: torch.Tensor, scales: torch.Tensor | None = None) -> Scaled:
+        """``x`` grouped and scaled: scales from ``x`` by the rule (dynamic), or the given stored ``scales``
+        (static: one per group, or one for all)."""
+        return Scaled(self, x, scales)
+
+    def round_scaled(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Q of already-scaled values, in the format's units and ``t``'s dtype (saturating; clipped to ±max
+        first where the rule clips; the zero point added and taken off again); ``out`` may be ``t`` itself."""
         rng = self.element_range
-        if self.scale == "mx":
-            rows = rows.clamp(-rng.max, rng.max)
+        if self.rule.clips:
+            t = t.clamp(-rng.max, rng.max)
         if rng.zero_point:
-            return self.format.quantize(rows + rng.zero_point, out=out).sub_(rng.zero_point)
-        return self.format.quantize(rows, out=out)
+            return self.format.quantize(t + rng.zero_point, out=out).sub_(rng.zero_point)
+        return self.format.quantize(t, out=out)
 
     def row_scales(self, rows: torch.Tensor) -> torch.Tensor:
-        """Stored scales ``[groups]`` (float64) for rows, by the rule, then rounded to the scale format
-        (MX scales come out of their rule E8M0-exact)."""
-        rows = rows.detach() if self.scale in ANY_DTYPE else rows.detach().to(torch.float64)
-        s = RULES[self.scale](rows, self.element_range, self.quantize_rows)
-        return s if self.scale == "mx" else store_scales(s, self.scale_format)
-
-    def group(self, x: torch.Tensor) -> tuple[torch.Tensor, Layout]:
-        return self.granularity.group(x)
+        """Stored scales ``[groups]`` (float64) of rows, by the rule, then rounded to the scale storage."""
+        rows = rows.detach() if self.rule.native_dtype else rows.detach().to(torch.float64)
+        s = self.rule.scales(rows, self.element_range, self.round_scaled)
+        return s if self.rule.stored_exact else self.storage.store(s)
 
     def compute_scales(self, x: torch.Tensor) -> torch.Tensor:
-        """Scales of ``x``'s groups: 0-d for tensor, broadcastable along the axis for channel, else ``[groups]``."""
-        rows, _ = self.group(x)
-        s = self.row_scales(rows)
-        if self.granularity.kind == "tensor":
-            return s.reshape(())
-        if self.granularity.kind == "channel":
-            shape = [1] * x.dim()
-            shape[self.granularity.axis] = -1
-            return s.reshape(shape)
+        """Stored scales of ``x``'s groups, shaped as :meth:`Granularity.scale_shape` says (0-d per tensor,
+        broadcastable along the axis per channel, ``[groups]`` per block)."""
+        return self.scale(x).scales.reshape(self.granularity.scale_shape(x.shape))
+
+    def block_rule(self) -> BlockRule | None:
+        """What a fused block kernel needs, where the rule has one and the scales keep its default storage."""
+        if self.rule.fused is None or self.storage != scale_storage(self.rule.default_storage):
+            return None
+        rng = self.element_range
+        return BlockRule(self.rule.fused, rng.max, rng.emax if self.rule.clips else 0, rng.unit, rng.zero_point,
+                         self.rule.clips)
+
+
+class Scaled:
+    """A tensor under a scheme, on the way to its stored form: rows ``[groups, size]`` and one stored scale per
+    row. Made by :meth:`Scheme.scale`; everything is computed on first use.
+
+    The working dtype is float64 for float64 inputs, else float32 (half-precision inputs are rounded in float32,
+    which holds them exactly).
+    """
+
+    def __init__(self, scheme: Scheme, x: torch.Tensor, scales: torch.Tensor | None = None) -> None:
+        self.scheme, self.x = scheme, x
+        self.static = scales
+        self.work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    @cached_property
+    def _grouped(self) -> tuple[torch.Tensor, Layout]:
+        return self.scheme.granularity.group(self.x.detach().to(self.work_dtype))
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._grouped[0]
+
+    @property
+    def layout(self) -> Layout:
+        return self._grouped[1]
+
+    @cached_property
+    def scales(self) -> torch.Tensor:
+        """Stored scales, float64 ``[groups]`` (``[1]`` for static scales shared by every group)."""
+        if self.static is None:
+            return self.scheme.row_scales(self.rows)
+        s = self.static.detach().reshape(-1).to(torch.float64)
+        if s.numel() not in (1, self.rows.shape[0]):
+            raise ValueError(f"scales hold {s.numel()} values but {self.scheme.granularity} makes "
+                             f"{self.rows.shape[0]} groups of this tensor of shape {tuple(self.x.shape)}")
         return s
 
+    @property
+    def divisor(self) -> torch.Tensor:
+        """The scales in the working dtype, shaped to divide the rows."""
+        return self.scales.to(self.rows.device, self.work_dtype)[:, None]
 
-def store_scales(s: torch.Tensor, scale_format: str) -> torch.Tensor:
-    """Round scales to how they are stored (float64 tensor of the stored values)."""
-    if scale_format == "none":
-        return torch.ones_like(s)
-    if scale_format == "fp32":
-        return s.float().double()
-    if scale_format == E8M0:
-        k = torch.ceil(torch.log2(s))
-        out = torch.exp2(k.clamp(-127, 127))
-        return torch.where(torch.isnan(s) | (k > 127), torch.full_like(out, math.nan), out)
-    f = fmt(scale_format)
-    q = f.quantize(s.to(torch.float64))
-    return torch.where(q > 0, q, torch.full_like(q, f.min_positive))
+    @property
+    def unit_scales(self) -> bool:
+        """Every scale is 1 by construction (rule ``none``, no static scales): dividing changes nothing."""
+        return self.static is None and self.scheme.storage == NONE
+
+    def scaled(self) -> torch.Tensor:
+        """``rows / s`` (a new tensor, in the working dtype)."""
+        return self.rows.clone() if self.unit_scales else self.rows / self.divisor
+
+    def values(self) -> torch.Tensor:
+        """``Q(x / s)`` in the format's units (zero point taken off), in ``x``'s shape and the working dtype."""
+        t = self.scaled()
+        return self.scheme.granularity.ungroup(self.scheme.round_scaled(t, out=t), self.layout)
+
+    def dequantize(self) -> torch.Tensor:
+        """``Q(x / s) * s`` in ``x``'s shape and dtype (the fake-quantized tensor)."""
+        fast = self._fused(want_codes=False)
+        if fast is not None:
+            return fast.view(self.x.shape)
+        if self.unit_scales:
+            q = self.scheme.round_scaled(self.rows)
+        else:
+            t = self.rows / self.divisor
+            q = self.scheme.round_scaled(t, out=t if t.is_contiguous() else None).mul_(self.divisor)
+        return self.scheme.granularity.ungroup(q, self.layout).to(self.x.dtype)
+
+    def encode(self) -> torch.Tensor:
+        """The codes of ``Q(x / s)``, flat, in the rows' order (``x``'s own order except per axis != 0, and
+        sorted granularity, whose rows are permuted); padding is not encoded."""
+        fast = self._fused(want_codes=True)
+        if fast is not None:
+            return fast
+        t = self.rows / self.divisor
+        rng = self.scheme.element_range
+        if self.scheme.rule.clips:
+            t = t.clamp(-rng.max, rng.max)
+        return self.scheme.format.encode(t + rng.zero_point).reshape(-1)[: self.layout.numel]
+
+    def _fused(self, want_codes: bool) -> torch.Tensor | None:
+        """The fused block kernel's result, where the device's backend has one for this scheme (it also sets
+        :attr:`scales`); None otherwise. Bit-identical to the generic path."""
+        scheme = self.scheme
+        size = scheme.granularity.contiguous_group_size(self.x)
+        rule = scheme.block_rule()
+        if self.static is not None or size is None or rule is None or "scales" in self.__dict__ \
+                or (self.x.requires_grad and not want_codes):
+            return None
+        fast = scheme.format.engine.block(self.x, size, rule, want_codes)
+        if fast is None:
+            return None
+        out, scales, nan_blocks = fast
+        if want_codes and scheme.format.nan_code is None and (nan_blocks or bool(scales.isnan().any())):
+            raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")
+        self.__dict__["scales"] = scales.double()
+        return out
+
+
+__all__ = ["Scheme", "Scaled", "ALIASES"]

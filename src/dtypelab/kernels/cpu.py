@@ -1,0 +1,114 @@
+"""The CPU backend: numba kernels writing straight into the output (:mod:`~dtypelab.kernels.lut` for tables,
+:mod:`~dtypelab.kernels.posit_closed` for wide posits, :mod:`~dtypelab.kernels.blockwise` for fused block
+scaling, :mod:`~dtypelab.kernels.log2hist` for PositTune's histogram rule).
+
+numba reads float32 and float64; half-precision inputs are converted chunk by chunk, keeping temporaries small.
+
+Example:
+    >>> import torch
+    >>> from dtypelab import fmt
+    >>> out = torch.empty(2)
+    >>> BACKEND.table(fmt("int4").engine, torch.tensor([2.5, 9.0]), out, "value"), out.tolist()
+    (0, [2.0, 7.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from dtypelab.kernels import blockwise, lut, posit_closed
+from dtypelab.kernels.backend import Backend, BlockRule
+from dtypelab.kernels.log2hist import log2_hist_centres
+
+if TYPE_CHECKING:
+    from dtypelab.kernels.engine import PositEngine, TableEngine
+
+CHUNK = 1 << 20  # elements converted at a time for half-precision inputs
+MAX_BLOCK = 1 << 16  # larger groups gain nothing from fusing (one group is one work item)
+_BLOCK_RULES = {"none": blockwise.RULE_NONE, "absmax": blockwise.RULE_ABSMAX, "mx": blockwise.RULE_MX}
+
+Kernel = Callable[[np.ndarray, torch.Tensor], int]  # (flat float32/float64 input, flat output) -> NaN count
+
+
+def _run(x: torch.Tensor, out: torch.Tensor, what: str, kernel: Kernel) -> int:
+    x = x.detach().contiguous()
+    flat_out = out.view(-1)
+    if x.dtype in (torch.float32, torch.float64):
+        return kernel(x.view(-1).numpy(), flat_out)
+    nans = 0
+    flat = x.view(-1)
+    for start in range(0, flat.numel(), CHUNK):
+        chunk = flat[start:start + CHUNK].float()
+        dst = flat_out[start:start + CHUNK]
+        if what == "value":
+            tmp = torch.empty_like(chunk)
+            nans += kernel(chunk.numpy(), tmp)
+            dst.copy_(tmp)
+        else:
+            nans += kernel(chunk.numpy(), dst)
+    return nans
+
+
+def _table_kernel(engine: TableEngine, what: str) -> Kernel:
+    def kernel(x: np.ndarray, out: torch.Tensor) -> int:
+        m = engine.lut(x.dtype)
+        bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
+        t = engine.table
+        total = 8 * x.itemsize
+        if what == "code":
+            o = engine.outputs(x.dtype, engine.codes, "code")
+        elif out.dtype == torch.float32:
+            o = engine.outputs(x.dtype, t.float32_values, "float32")
+        else:
+            o = engine.outputs(x.dtype, t.values, "float64")
+        if m.form == lut.DIRECT:
+            return int(lut.apply_direct(x, bits, out.numpy(), total, m.low_bits, o.first))
+        if m.form == lut.CUT:
+            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, m.cut))
+        return int(lut.apply_two_level(x, bits, out.numpy(), o.table, total, m.low_bits, m.first, m.entries,
+                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie))
+
+    return kernel
+
+
+class NumbaBackend(Backend):
+    """numba kernels on CPU tensors."""
+
+    def table(self, engine: TableEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+        return _run(x, out, what, _table_kernel(engine, what))
+
+    def posit(self, engine: PositEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+        kernel = posit_closed.quantize if what == "value" else posit_closed.encode
+        return _run(x, out, what, lambda a, o: int(kernel(a, o.numpy(), engine.bits, engine.es)))
+
+    def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        if x.dtype != torch.float32 or not 0 < size <= MAX_BLOCK or rule.name not in _BLOCK_RULES:
+            return None
+        flat = x.detach().contiguous().view(-1)
+        out = torch.empty(flat.numel(), dtype=engine.code_dtype if want_codes else torch.float32)
+        scales = torch.empty((flat.numel() + size - 1) // size, dtype=torch.float32)
+        if want_codes:
+            arrays = engine.lookup_arrays(np.float32, engine.codes, "code")
+        else:  # values less the zero point, as the kernel would subtract it in float32
+            zp = np.float32(rule.zero_point)
+            arrays = engine.lookup_arrays(np.float32, engine.table.float32_values - zp, f"float32 - {zp}")
+        m = engine.lut(np.float32)
+        nan_blocks = blockwise.KERNELS[m.form](flat.numpy(), size, _BLOCK_RULES[rule.name], float(rule.qmax),
+                                               rule.emax, float(rule.unit), float(rule.zero_point), rule.clip,
+                                               not want_codes, out.numpy(), scales.numpy(), m.low_bits, arrays)
+        return out, scales, int(nan_blocks)
+
+    def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
+        rows = rows.detach()
+        rows = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # exact for half precision
+        return torch.from_numpy(log2_hist_centres(rows.numpy(), bins))
+
+
+BACKEND = NumbaBackend()
+
+__all__ = ["NumbaBackend", "BACKEND", "MAX_BLOCK"]

@@ -1,0 +1,113 @@
+"""How scales are stored: not at all (``none``), as float32 (``fp32``), or in any number format (``e8m0``,
+``e4m3``, ``bf16`` ...). A stored scale is what the arithmetic uses, so scales are rounded to their storage
+before any element is divided by them.
+
+A format whose positive values are all powers of two (E8M0) stores a scale rounded *up* to its next value, so
+that nothing clips (what OCP MX and the lab's power-of-two scales do), and a scale above its largest value is
+NaN; any other format rounds to nearest, never to zero (a scale below its smallest positive value becomes that
+value).
+
+Example:
+    >>> import torch
+    >>> st = scale_storage("e8m0")
+    >>> str(st), st.bits, st.pow2, st.store(torch.tensor([0.3, 4.0], dtype=torch.float64)).tolist()
+    ('e8m0', 8, True, [0.5, 4.0])
+    >>> scale_storage("e4m3").store(torch.tensor([0.3, 1e-9], dtype=torch.float64)).tolist()
+    [0.3125, 0.001953125]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from dtypelab.formats import Format, fmt
+
+
+class ScaleStorage:
+    """Base of the scale storages (frozen dataclasses with a canonical ``str``)."""
+
+    bits: int
+    pow2: bool  # every stored scale is a power of two (a scaled product is then a shift)
+
+    def store(self, s: torch.Tensor) -> torch.Tensor:
+        """Positive float64 scales -> the stored values (float64)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NoScale(ScaleStorage):
+    """No scale is stored: every scale is 1."""
+
+    bits: int = 0
+    pow2: bool = True
+
+    def __str__(self) -> str:
+        return "none"
+
+    def store(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(s)
+
+
+@dataclass(frozen=True)
+class Float32Scale(ScaleStorage):
+    """IEEE float32 scales."""
+
+    bits: int = 32
+    pow2: bool = False
+
+    def __str__(self) -> str:
+        return "fp32"
+
+    def store(self, s: torch.Tensor) -> torch.Tensor:
+        return s.float().double()
+
+
+@dataclass(frozen=True)
+class FormatScale(ScaleStorage):
+    """Scales stored as codes of ``format`` (at most 16 bits: its value table is searched)."""
+
+    format: Format
+    bits: int = field(init=False)
+    pow2: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        v = self.format.values()  # raises naming the format when it has no value table
+        positive = v[v > 0]
+        if not positive.numel():
+            raise ValueError(f"scale format {self.format} has no positive value to store a scale in")
+        object.__setattr__(self, "bits", self.format.bits)
+        object.__setattr__(self, "pow2", bool((torch.frexp(positive).mantissa == 0.5).all()))
+
+    def __str__(self) -> str:
+        return str(self.format)
+
+    def store(self, s: torch.Tensor) -> torch.Tensor:
+        s = s.to(torch.float64)
+        if self.pow2:  # round up: the smallest stored value >= s; NaN past the largest
+            v = self.format.values().to(s.device)
+            v = v[v > 0]
+            i = torch.searchsorted(v, s.contiguous()).clamp(max=v.numel() - 1)
+            up = v[i]
+            return torch.where(torch.isnan(s) | (s > v[-1]), torch.full_like(up, math.nan), up)
+        q = self.format.quantize(s)
+        return torch.where(q > 0, q, torch.full_like(q, self.format.min_positive))
+
+
+NONE, FP32 = NoScale(), Float32Scale()
+
+
+def scale_storage(spec: str | Format | ScaleStorage) -> ScaleStorage:
+    """``none``, ``fp32``, or any format spec of at most 16 bits (a ScaleStorage or Format passes through)."""
+    if isinstance(spec, ScaleStorage):
+        return spec
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in ("none", "fp32"):
+            return NONE if text == "none" else FP32
+    return FormatScale(fmt(spec))
+
+
+__all__ = ["ScaleStorage", "NoScale", "Float32Scale", "FormatScale", "scale_storage", "NONE", "FP32"]
