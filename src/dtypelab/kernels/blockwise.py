@@ -2,11 +2,11 @@
 shared lookup table (:mod:`dtypelab.kernels.lut`), writing codes or dequantized values.
 
 It reproduces, bit for bit, the generic path of :mod:`dtypelab.schemes` (float32 inputs) for the rules whose
-scale is a closed form of the block's absmax: ``none``, ``absmax`` (scale ``float32(absmax / max)``, 1 for an
-all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to >= 2^-127, NaN above 2^127, times the
+scale is a closed form of the block's absmax: ``none``, ``absmax`` (scale ``float32(absmax / max)`` clamped to
+float32's positive range, 1 for an all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to >= 2^-127, NaN above 2^127, times the
 element's fixed-point unit; elements clipped to ±max first). Elements are ``x / s`` in float32, plus the zero
-point. NaN elements set no absmax scale; under MX a block holding a NaN gets a NaN scale (the OCP rule). The
-block's absmax is reduced on the float32 bit patterns, so that it vectorizes.
+point. Non-finite elements set no absmax scale; under MX a block holding a NaN or an infinity gets a NaN scale
+(the OCP rule). The block's absmax is reduced on the float32 bit patterns, so that it vectorizes.
 """
 
 from __future__ import annotations
@@ -23,38 +23,40 @@ CHUNK_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
 
 
 _MAGNITUDE, _INF = np.int32(0x7FFFFFFF), np.int32(0x7F800000)  # float32 bits: |x| mask, +inf
+_TINY, _HUGE = np.float32(2.0**-149), np.float32(np.finfo(np.float32).max)  # float32's positive range
 
 
 @njit(inline="always")
 def _absmax(bits, start, end):
-    """A block's largest non-NaN |x| (0 if none) and whether it holds a NaN, reduced on the float32 bit patterns
-    (integer order is magnitude order, NaN above inf), so that it vectorizes; a second pass only for NaN."""
+    """A block's largest finite |x| (0 if none), whether it holds a NaN, and whether it holds a NaN or an
+    infinity, reduced on the float32 bit patterns (integer order is magnitude order, inf then NaN above every
+    finite value), so that it vectorizes; a second pass only for blocks holding a non-finite value."""
     top = np.int32(0)
     for i in range(start, end):
         top = max(top, np.int32(bits[i] & _MAGNITUDE))
+    nonfinite = top >= _INF
     nan = top > _INF
-    if nan:
+    if nonfinite:
         top = np.int32(0)
         for i in range(start, end):
             a = np.int32(bits[i] & _MAGNITUDE)
-            top = max(top, a if a <= _INF else np.int32(0))
-    return np.int32(top).view(np.float32), nan
+            top = max(top, a if a < _INF else np.int32(0))
+    return np.int32(top).view(np.float32), nan, nonfinite
 
 
 @njit(inline="always")
 def _block_scale(bits, start, end, rule, qmax, emax, unit):
     """The block's scale, and whether it holds a NaN."""
-    amax, nan = _absmax(bits, start, end)
+    amax, nan, nonfinite = _absmax(bits, start, end)
     if rule == RULE_NONE:
         return np.float32(1.0), nan
-    if rule == RULE_ABSMAX:  # NaN elements set no scale
-        return (np.float32(amax / qmax) if amax > 0 else np.float32(1.0)), nan
-    if nan:
+    if rule == RULE_ABSMAX:  # non-finite elements set no scale; a float32 scale stays in float32's range
+        if amax == 0:
+            return np.float32(1.0), nan
+        return min(max(np.float32(amax / qmax), _TINY), _HUGE), nan
+    if nonfinite:  # RULE_MX: a NaN or an infinity makes the shared scale NaN (OCP)
         return np.float32(np.nan), nan
-    # RULE_MX
     a64 = float(amax) if amax > 0 else 2.0**-126
-    if a64 == math.inf:
-        return np.float32(np.nan), nan
     e = math.frexp(a64)[1] - 1 - emax
     if e > 127:
         return np.float32(np.nan), nan

@@ -136,7 +136,8 @@ class PerAxis(Granularity):
     def group(self, x: torch.Tensor) -> tuple[torch.Tensor, Layout]:
         self._check(x.dim(), tuple(x.shape))
         moved = x.movedim(self.axis, 0)
-        return moved.reshape(moved.shape[0], -1), Layout(x.shape, x.numel(), moved_shape=moved.shape)
+        rows = moved.reshape(moved.shape[0], math.prod(moved.shape[1:]))  # (not -1: it may be an empty tensor)
+        return rows, Layout(x.shape, x.numel(), moved_shape=moved.shape)
 
     def ungroup(self, rows: torch.Tensor, layout: Layout) -> torch.Tensor:
         return rows.reshape(layout.moved_shape).movedim(0, self.axis)

@@ -52,6 +52,9 @@ class QTensor:
     def from_float(cls, x: torch.Tensor, scheme: Scheme | str) -> QTensor:
         """Quantize ``x`` (see :func:`quantize`)."""
         scheme = Scheme.parse(scheme)
+        if isinstance(x, torch.Tensor) and x.is_meta:
+            raise ValueError("a meta tensor has no values to store: use fake_quantize, or Scheme.storage_bits for "
+                             "its size")
         scaled = scheme.scale(x)
         codes = scaled.encode()
         return cls(pack(codes, scheme.format.bits, copy=False), scaled.scales.cpu(), scheme, x.shape, x.dtype,
@@ -89,14 +92,57 @@ class QTensor:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QTensor:
-        from safetensors import safe_open
+        """Read a file written by :meth:`save`; a file that is not one (or disagrees with itself) raises
+        ValueError naming the file and the field."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
-        return cls(tensors["codes"], tensors["scales"], Scheme.parse(meta["scheme"]),
-                   torch.Size(json.loads(meta["shape"])), dtype, tensors.get("perm"))
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such QTensor file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a QTensor safetensors file ({err})") from None
+        return cls._checked(path, meta, tensors)
+
+    @classmethod
+    def _checked(cls, path: Path, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> QTensor:
+        def bad(field: str, why: str) -> ValueError:
+            return ValueError(f"{path}: field {field!r} {why}")
+
+        for key in ("scheme", "shape", "dtype"):
+            if key not in meta:
+                raise bad(key, "is missing from the metadata (not a file written by QTensor.save)")
+        for key in ("codes", "scales"):
+            if key not in tensors:
+                raise bad(key, "is missing (not a file written by QTensor.save)")
+        try:
+            scheme = Scheme.parse(meta["scheme"])
+        except (ValueError, TypeError) as err:
+            raise bad("scheme", f"does not parse: {err}") from None
+        try:
+            shape = torch.Size(json.loads(meta["shape"]))
+        except (ValueError, TypeError):
+            raise bad("shape", f"is not a list of sizes: {meta['shape']!r}") from None
+        dtype = getattr(torch, meta["dtype"].removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise bad("dtype", f"is not a floating torch dtype: {meta['dtype']!r}")
+        codes, scales, perm = tensors["codes"], tensors["scales"], tensors.get("perm")
+        numel = shape.numel()
+        want_bytes = -(-numel * scheme.format.bits // 8)
+        if codes.dtype != torch.uint8 or codes.dim() != 1 or codes.numel() != want_bytes:
+            raise bad("codes", f"must be {want_bytes} uint8 bytes for {numel} {scheme.format.bits}-bit codes, got "
+                               f"{codes.numel()} {codes.dtype}")
+        groups = scheme.granularity.num_groups(shape)
+        if scales.dtype != torch.float64 or scales.dim() != 1 or scales.numel() != groups:
+            raise bad("scales", f"must be {groups} float64 values for {scheme.granularity} of shape "
+                                f"{tuple(shape)}, got {scales.numel()} {scales.dtype}")
+        if scheme.granularity.index_bits(numel) and (perm is None or perm.shape != (numel,)
+                                                     or not torch.equal(perm.sort().values, torch.arange(numel))):
+            raise bad("perm", f"must be a permutation of {numel} indices for {scheme.granularity}")
+        return cls(codes, scales, scheme, shape, dtype, perm)
 
 
 def quantize(x: torch.Tensor, scheme: Scheme | str) -> QTensor:

@@ -18,12 +18,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 from dtypelab.formats import Format, fmt
+
+log = logging.getLogger(__name__)
 
 
 class ScaleStorage:
@@ -51,9 +54,14 @@ class NoScale(ScaleStorage):
         return torch.ones_like(s)
 
 
+FLOAT32_TINY, FLOAT32_MAX = 2.0**-149, float(torch.finfo(torch.float32).max)
+
+
 @dataclass(frozen=True)
 class Float32Scale(ScaleStorage):
-    """IEEE float32 scales."""
+    """IEEE float32 scales, clamped to float32's positive range (``[2^-149, max]``): a scale of a float64
+    tensor beyond it would turn every element into NaN; clamped, the elements saturate instead (and a warning is
+    logged)."""
 
     bits: int = 32
     pow2: bool = False
@@ -62,7 +70,11 @@ class Float32Scale(ScaleStorage):
         return "fp32"
 
     def store(self, s: torch.Tensor) -> torch.Tensor:
-        return s.float().double()
+        clamped = s.clamp(FLOAT32_TINY, FLOAT32_MAX)
+        if s.device.type != "meta" and bool(((clamped != s) & ~torch.isnan(s)).any()):
+            log.warning("%d scale(s) beyond float32's range were clamped to [2^-149, %g]: those groups saturate",
+                        int(((clamped != s) & ~torch.isnan(s)).sum()), FLOAT32_MAX)
+        return clamped.float().double()
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,8 @@ class FormatScale(ScaleStorage):
     def store(self, s: torch.Tensor) -> torch.Tensor:
         s = s.to(torch.float64)
         if self.pow2:  # round up: the smallest stored value >= s; NaN past the largest
-            v = self.format.values().to(s.device)
-            v = v[v > 0]
+            v = self.format.values()
+            v = v[v > 0].to(s.device)
             i = torch.searchsorted(v, s.contiguous()).clamp(max=v.numel() - 1)
             up = v[i]
             return torch.where(torch.isnan(s) | (s > v[-1]), torch.full_like(up, math.nan), up)

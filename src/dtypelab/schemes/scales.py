@@ -5,7 +5,12 @@ are stored by default, whether elements are clipped to ±max before rounding, wh
 can be computed once at calibration (static), which fused block kernel computes it — so no caller compares rule
 names. Its :meth:`ScaleRule.scales` takes rows ``[groups, size]`` (float64, unless the rule reads rows in their
 own dtype) and the element range, and returns ``s`` of shape ``[groups]`` (float64). An all-zero row gets
-``s = 1`` (except ``mx``, which follows the OCP spec). A new rule is one class here, registered with
+``s = 1`` (except ``mx``, which follows the OCP spec).
+
+NaN and infinities set no scale: every rule sees them as zeros (the scheme hands it rows cleaned so), and the
+elements themselves then round as the format rounds NaN and ±inf, after scaling. The exception is ``mx``
+(``nonfinite_is_nan``): as the OCP spec says, a block holding a NaN or an infinity gets a NaN shared scale,
+and the whole block decodes to NaN. A new rule is one class here, registered with
 :func:`register_rule`.
 
 * ``none`` — ``s = 1``.
@@ -80,6 +85,7 @@ class ScaleRule:
     stored_exact: ClassVar[bool] = False  # its scales are already exact in its default storage
     native_dtype: ClassVar[bool] = False  # reads rows in their own dtype: no float64 copy is made
     trials: ClassVar[int] = 0  # trial quantizations it runs per tensor (the search rules)
+    nonfinite_is_nan: ClassVar[bool] = False  # a group holding NaN or inf gets a NaN scale (else: ignored)
     fused: ClassVar[str | None] = None  # the fused block kernel's rule, used with the default storage only
 
     def __str__(self) -> str:
@@ -221,6 +227,7 @@ class Mx(ScaleRule):
     clips = True
     static = False
     stored_exact = True
+    nonfinite_is_nan = True
     fused = "mx"
 
     def check(self, element: Format, granularity: Granularity) -> None:

@@ -33,6 +33,7 @@ import torch
 
 from dtypelab.formats import Format, fmt
 from dtypelab.kernels.backend import BlockRule
+from dtypelab.kernels.engine import check_input
 from dtypelab.schemes.granularity import Granularity, Layout
 from dtypelab.schemes.granularity import granularity as granularity_of
 from dtypelab.schemes.scale_storage import NONE, ScaleStorage, scale_storage
@@ -132,8 +133,13 @@ class Scheme:
         return self.format.quantize(t, out=out)
 
     def row_scales(self, rows: torch.Tensor) -> torch.Tensor:
-        """Stored scales ``[groups]`` (float64) of rows, by the rule, then rounded to the scale storage."""
+        """Stored scales ``[groups]`` (float64) of rows, by the rule, then rounded to the scale storage.
+        Non-finite elements set no scale (they count as zeros), except under rules that make it NaN."""
         rows = rows.detach() if self.rule.native_dtype else rows.detach().to(torch.float64)
+        if rows.numel() == 0 or rows.device.type == "meta":  # nothing to measure: unit scales
+            return self.storage.store(torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device))
+        if not self.rule.native_dtype and not self.rule.nonfinite_is_nan and not bool(torch.isfinite(rows).all()):
+            rows = torch.where(torch.isfinite(rows), rows, 0.0)
         s = self.rule.scales(rows, self.element_range, self.round_scaled)
         return s if self.rule.stored_exact else self.storage.store(s)
 
@@ -160,6 +166,7 @@ class Scaled:
     """
 
     def __init__(self, scheme: Scheme, x: torch.Tensor, scales: torch.Tensor | None = None) -> None:
+        check_input(x)
         self.scheme, self.x = scheme, x
         self.static = scales
         self.work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -228,6 +235,8 @@ class Scaled:
         rng = self.scheme.element_range
         if self.scheme.rule.clips:
             t = t.clamp(-rng.max, rng.max)
+        if self.scheme.rule.nonfinite_is_nan:  # a NaN scale decodes its whole group to NaN: store zeros there
+            t = torch.where(torch.isnan(self.divisor), 0.0, t)
         return self.scheme.format.encode(t + rng.zero_point).reshape(-1)[: self.layout.numel]
 
     def _fused(self, want_codes: bool) -> torch.Tensor | None:
@@ -243,10 +252,17 @@ class Scaled:
         if fast is None:
             return None
         out, scales, nan_blocks = fast
-        if want_codes and scheme.format.nan_code is None and (nan_blocks or bool(scales.isnan().any())):
+        if want_codes and scheme.rule.nonfinite_is_nan:  # as the generic path: zeros in NaN-scaled blocks
+            for b in torch.nonzero(torch.isnan(scales)).reshape(-1).tolist():
+                out[b * size:(b + 1) * size] = self._zero_code()
+        elif want_codes and scheme.format.nan_code is None and nan_blocks:
             raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")
         self.__dict__["scales"] = scales.double()
         return out
+
+    def _zero_code(self) -> int:
+        zero = torch.tensor([self.scheme.element_range.zero_point], dtype=self.work_dtype)
+        return int(self.scheme.format.encode(zero)[0])
 
 
 __all__ = ["Scheme", "Scaled", "ALIASES"]
