@@ -3,10 +3,11 @@ shared lookup table (:mod:`dtypelab.kernels.lut`), writing codes or dequantized 
 
 It reproduces, bit for bit, the generic path of :mod:`dtypelab.schemes` (float32 inputs) for the rules whose
 scale is a closed form of the block's absmax: ``none``, ``absmax`` (scale ``float32(absmax / max)`` clamped to
-float32's positive range, 1 for an all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to >= 2^-127, NaN above 2^127, times the
-element's fixed-point unit; elements clipped to ±max first). Elements are ``x / s`` in float32, plus the zero
-point. Non-finite elements set no absmax scale; under MX a block holding a NaN or an infinity gets a NaN scale
-(the OCP rule). The block's absmax is reduced on the float32 bit patterns, so that it vectorizes.
+float32's positive range, 1 for an all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to
+>= 2^-127, NaN above 2^127, times the element's fixed-point unit; elements clipped to ±max first). Elements are
+``x / s`` in float32, plus the zero point. Non-finite elements set no absmax scale; under MX a block holding a NaN
+or an infinity gets a NaN scale (the OCP rule). The block's absmax is reduced on the float32 bit patterns, so
+that it vectorizes.
 """
 
 from __future__ import annotations
