@@ -170,3 +170,16 @@ def test_load_round_trips(tmp_path):
         path = tmp_path / "r.safetensors"
         dl.quantize(x, spec).save(path)
         assert torch.equal(dl.QTensor.load(path).dequantize(), dl.quantize(x, spec).dequantize())
+
+
+def test_nvfp4_keeps_small_tensors():
+    """NVFP4's per-tensor float32 scale: a tensor 10^4 times smaller quantizes to the same relative error (with
+    plain E4M3 block scales every block scale floors at 2^-9 and the tensor comes back all zeros)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 64)
+    small = dl.fake_quantize(x * 1e-4, "nvfp4")
+    assert (small != 0).float().mean() > 0.9
+    rel = (small - x * 1e-4).norm() / (x * 1e-4).norm()
+    assert rel == pytest.approx(float((dl.fake_quantize(x, "nvfp4") - x).norm() / x.norm()), rel=1e-3)
+    assert (dl.fake_quantize(x * 1e-4, "e2m1/block:16/absmax/e4m3") == 0).all()
+    assert dl.quantize(x, "nvfp4").storage_bits == 4096 * 4 + 256 * 8 + 32

@@ -43,7 +43,7 @@ def test_dequantize_equals_fake_quantize(spec):
     ("dt8/block:8/absmax", 8 * 240 + 30 * 32),
     ("dt8/block:64/absmax", 8 * 240 + 4 * 32),  # 240 elements, last dim 40: flattened blocks, 4 of them
     ("int4/sorted:8/absmax", 4 * 240 + 30 * 32 + 240 * 8),  # permutation: ceil(log2 240) = 8 bits each
-    ("nvfp4", 4 * 240 + 15 * 8),
+    ("nvfp4", 4 * 240 + 15 * 8 + 32),
 ])
 def test_storage_bits_exact(spec, expected):
     assert dl.quantize(torch.randn(6, 40), spec).storage_bits == expected

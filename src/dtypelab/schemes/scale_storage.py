@@ -1,6 +1,7 @@
 """How scales are stored: not at all (``none``), as float32 (``fp32``), or in any number format (``e8m0``,
-``e4m3``, ``bf16`` ...). A stored scale is what the arithmetic uses, so scales are rounded to their storage
-before any element is divided by them.
+``e4m3``, ``bf16`` ...), optionally relative to one float32 scale per tensor (``e4m3+fp32``: NVFP4). A stored
+scale is what the arithmetic uses, so scales are rounded to their storage before any element is divided by
+them.
 
 A format whose positive values are all powers of two (E8M0) stores a scale rounded *up* to its next value, so
 that nothing clips (what OCP MX and the lab's power-of-two scales do), and a scale above its largest value is
@@ -14,6 +15,8 @@ Example:
     ('e8m0', 8, True, [0.5, 4.0])
     >>> scale_storage("e4m3").store(torch.tensor([0.3, 1e-9], dtype=torch.float64)).tolist()
     [0.3125, 0.001953125]
+    >>> [round(v, 12) for v in scale_storage("e4m3+fp32").store(torch.tensor([3e-5, 1e-6], dtype=torch.float64))]
+    [3e-05, 1e-06]
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ log = logging.getLogger(__name__)
 class ScaleStorage:
     """Base of the scale storages (frozen dataclasses with a canonical ``str``)."""
 
-    bits: int
+    bits: int  # per group
     pow2: bool  # every stored scale is a power of two (a scaled product is then a shift)
+    tensor_bits: int = 0  # stored once per tensor (a second-level scale)
 
     def store(self, s: torch.Tensor) -> torch.Tensor:
         """Positive float64 scales -> the stored values (float64)."""
@@ -79,13 +83,19 @@ class Float32Scale(ScaleStorage):
 
 @dataclass(frozen=True)
 class FormatScale(ScaleStorage):
-    """Scales stored as codes of ``format`` (at most 16 bits: its value table is searched)."""
+    """Scales stored as codes of ``format`` (at most 16 bits: its value table is searched). With
+    ``tensor_scale`` (spelled ``FORMAT+fp32``), NVIDIA's NVFP4 layout: the group scales are stored relative to
+    one float32 scale per tensor, ``g = float32(max(s) / format.max)``, as ``float32(g * Q(s / g))``, so the
+    format's range follows the tensor's instead of clipping small tensors to its smallest value."""
 
     format: Format
+    tensor_scale: bool = False
     bits: int = field(init=False)
     pow2: bool = field(init=False)
+    tensor_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tensor_bits", 32 if self.tensor_scale else 0)
         v = self.format.values()  # raises naming the format when it has no value table
         positive = v[v > 0]
         if not positive.numel():
@@ -94,10 +104,15 @@ class FormatScale(ScaleStorage):
         object.__setattr__(self, "pow2", bool((torch.frexp(positive).mantissa == 0.5).all()))
 
     def __str__(self) -> str:
-        return str(self.format)
+        return f"{self.format}+fp32" if self.tensor_scale else str(self.format)
 
     def store(self, s: torch.Tensor) -> torch.Tensor:
         s = s.to(torch.float64)
+        if self.tensor_scale:
+            finite = s[torch.isfinite(s)]
+            top = float(finite.max()) if finite.numel() else 1.0
+            g = FP32.store(torch.tensor([top / self.format.max], dtype=torch.float64))
+            return FP32.store(g * FormatScale(self.format).store(s / g))  # the product, as float32 hardware has it
         if self.pow2:  # round up: the smallest stored value >= s; NaN past the largest
             v = self.format.values()
             v = v[v > 0].to(s.device)
@@ -119,6 +134,8 @@ def scale_storage(spec: str | Format | ScaleStorage) -> ScaleStorage:
         text = spec.strip().lower()
         if text in ("none", "fp32"):
             return NONE if text == "none" else FP32
+        if text.endswith("+fp32"):
+            return FormatScale(fmt(text.removesuffix("+fp32")), tensor_scale=True)
     return FormatScale(fmt(spec))
 
 

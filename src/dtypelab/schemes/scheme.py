@@ -6,7 +6,8 @@ format means ``FORMAT/tensor/none``. Aliases: ``mxfp8``, ``mxfp6``, ``mxfp4``, `
 
 Scales multiply: ``x ≈ Q(x / s) * s`` (for unsigned integers ``(Q(x / s + zp) - zp) * s`` with
 ``zp = 2^(n-1)``). Scale formats (:mod:`~dtypelab.schemes.scale_storage`): ``none`` (no scale stored), ``fp32``,
-``e8m0`` (the default for ``pow2`` and ``mx``), or any format spec (e.g. ``e4m3`` for NVFP4-style scales).
+``e8m0`` (the default for ``pow2`` and ``mx``), or any format spec (e.g. ``e4m3``), optionally relative to one
+float32 scale per tensor (``e4m3+fp32``, NVIDIA's NVFP4).
 
 Every caller quantizes through :meth:`Scheme.scale`, which groups the tensor, computes (or takes) the stored
 scales and returns a :class:`Scaled` whose :meth:`~Scaled.dequantize`, :meth:`~Scaled.encode` and
@@ -42,7 +43,7 @@ from dtypelab.schemes.scales import ElementRange, ScaleRule, element_range, scal
 ALIASES = {
     "mxfp8": "e4m3/block:32/mx", "mxfp8_e5m2": "e5m2/block:32/mx", "mxfp6": "e3m2/block:32/mx",
     "mxfp6_e2m3": "e2m3/block:32/mx", "mxfp4": "e2m1/block:32/mx", "mxint8": "int8/block:32/mx",
-    "nvfp4": "e2m1/block:16/absmax/e4m3",
+    "nvfp4": "e2m1/block:16/absmax/e4m3+fp32",
 }
 
 
@@ -113,7 +114,8 @@ class Scheme:
         count) + stored indices. Zero points are a constant of the scheme; block padding is not stored."""
         numel = torch.Size(shape).numel()
         groups = self.granularity.num_groups(torch.Size(shape)) if groups is None else groups
-        return numel * self.format.bits + groups * self.storage.bits + self.granularity.index_bits(numel)
+        scales = groups * self.storage.bits + (self.storage.tensor_bits if groups else 0)
+        return numel * self.format.bits + scales + self.granularity.index_bits(numel)
 
     # ---- the pipeline -------------------------------------------------------------------------------------------
 
