@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from dtypelab.workloads import digits
-from dtypelab.workloads.digits import (VGG, DigitsVGG, TrainSettings, cache_key, load_data, plot_training_curves,
-                                       train)
+from dtypelab.workloads.digits import VGG, DigitsVGG, TrainSettings, cache_key, load_data, plot_training_curves, train
 
 USER_CACHE = os.environ.get("DTYPELAB_CACHE")
 TINY = TrainSettings(epochs=1, batch_size=16, train_limit=16)
