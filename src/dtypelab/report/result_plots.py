@@ -92,10 +92,18 @@ def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path:
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               ncols=2 if len(handles) > 14 else 1)
     fig.tight_layout()  # the final layout first: labels are placed in display coordinates
-    on_front = set(front)
-    order = sorted(range(len(rows)), key=lambda i: ((rows[i][1], rows[i][2]) not in on_front, -rows[i][2]))
-    _place_labels(fig, ax, [(rows[i][0], rows[i][1], rows[i][2]) for i in order], max_labels)
+    _place_labels(fig, ax, label_order([(r[0], r[1], r[2]) for r in rows]), max_labels)
     return save_figure(fig, path)
+
+
+def label_order(points: Sequence[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """The order labels are offered in: the Pareto points (fewest bits first), then the rest, best first.
+
+    >>> [p[0] for p in label_order([("a", 8, 90.0), ("b", 4, 80.0), ("c", 6, 70.0), ("d", 8, 85.0)])]
+    ['b', 'a', 'd', 'c']
+    """
+    front = set(pareto_front([(b, v) for _, b, v in points]))
+    return sorted(points, key=lambda p: ((p[1], p[2]) not in front, p[1] if (p[1], p[2]) in front else -p[2]))
 
 
 def _place_labels(fig: Any, ax: Any, points: Sequence[tuple[str, float, float]],
