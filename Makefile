@@ -19,7 +19,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium could not be installed: the report's browser check will be skipped (see the summary)"
+	$(BIN)/python -m pytest -rs
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/formats.py

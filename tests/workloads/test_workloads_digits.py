@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dtypelab.workloads import digits
-from dtypelab.workloads.digits import VGG, DigitsVGG, TrainSettings, load_data, plot_training_curves, train
+from dtypelab.workloads.digits import VGG, DigitsVGG, TrainSettings, cache_key, load_data, plot_training_curves, train
 
 USER_CACHE = os.environ.get("DTYPELAB_CACHE")
 TINY = TrainSettings(epochs=1, batch_size=16, train_limit=16)
@@ -24,12 +24,18 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def small_data(data):
+def sliced(data):
     """The real split with the test set cut to 16 images, so training's per-epoch evaluation is cheap."""
-    small = dict(data, x_test=data["x_test"][:16], y_test=data["y_test"][:16])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(digits, "load_data", lambda: small)
-        yield small
+    return dict(data, x_test=data["x_test"][:16], y_test=data["y_test"][:16])
+
+
+@pytest.fixture
+def small_data(sliced, tmp_cache, monkeypatch):
+    """``load_data`` patched to the sliced split, for one test only (a module-scoped patch outlived the tests
+    that asked for it, so the full model was trained into the user cache on 16 test images) and only with the
+    temporary cache in place."""
+    monkeypatch.setattr(digits, "load_data", lambda: sliced)
+    return sliced
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +81,24 @@ def test_settings_validate_and_key_on_every_field():
             TrainSettings(**bad)
 
 
+def test_the_cache_key_covers_the_data(data, sliced, tmp_cache):
+    """Weights trained (or tested) on other data never share a cache file with the real model's."""
+    real = cache_key(TINY, data)
+    assert real == cache_key(TINY, load_data())
+    flipped = data["y_train"].clone()
+    flipped[0] = (flipped[0] + 1) % 10
+    nudged = data["x_train"].clone()
+    nudged[5, 0, 3, 3] = torch.nextafter(nudged[5, 0, 3, 3], torch.tensor(1e9))
+    others = [sliced, dict(data, y_train=flipped), dict(data, x_train=nudged), {k: data[k] for k in data if k != "std"}]
+    assert len({real, *(cache_key(TINY, d) for d in others)}) == 1 + len(others)
+    w, patched = DigitsVGG(TINY), DigitsVGG(TINY)
+    w._data, patched._data = data, sliced
+    assert w.weights_path != patched.weights_path
+
+
 def test_train_once_then_load_from_cache(small_data, tmp_cache, monkeypatch):
     w = DigitsVGG(TINY)
-    assert w.weights_path.parent == tmp_cache and TINY.key() in w.weights_path.name
+    assert w.weights_path.parent == tmp_cache and cache_key(TINY, small_data) in w.weights_path.name
     assert not w.weights_path.exists()
     threads = torch.get_num_threads()
     model = w.model()
@@ -86,7 +107,7 @@ def test_train_once_then_load_from_cache(small_data, tmp_cache, monkeypatch):
     assert [p.name for p in tmp_cache.iterdir() if p.name.startswith(".")] == []  # no temp files left
     hist = json.loads(w.history_path.read_text())
     assert hist["epoch"] == [1] and len(hist["train_loss"]) == len(hist["test_acc"]) == 1
-    assert hist["settings"]["train_limit"] == 16 and hist["key"] == TINY.key()
+    assert hist["settings"]["train_limit"] == 16 and hist["key"] == cache_key(TINY, small_data)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model must not be retrained")
@@ -147,6 +168,10 @@ def test_full_model_is_accurate(monkeypatch):
         monkeypatch.delenv("DTYPELAB_CACHE", raising=False)
     else:
         monkeypatch.setenv("DTYPELAB_CACHE", USER_CACHE)
+    assert digits.load_data is load_data  # no test's patched loader is still in place
     w = DigitsVGG()
-    assert w.evaluate(w.model())["top1"] > 95.0
+    metrics = w.evaluate(w.model())
+    assert metrics["top1"] > 95.0 and metrics["n"] == 360
     assert w.weights_path.exists()
+    test_acc = w.history()["test_acc"]  # measured on all 360 test images: multiples of 100/360
+    assert all(abs(a * 3.6 - round(a * 3.6)) < 1e-9 for a in test_acc)

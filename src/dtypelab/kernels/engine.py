@@ -31,6 +31,9 @@ def check_input(x: torch.Tensor) -> None:
         raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"expected a floating tensor (float16, bfloat16, float32, float64), got {x.dtype}")
+    if x.device.type == "meta":
+        raise ValueError("cannot round a tensor on the meta device (it has a shape but no values): materialize it "
+                         "first (e.g. module.to_empty(device='cpu'), then load_state_dict)")
 
 
 def prepare_out(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

@@ -18,8 +18,9 @@ Quantizing a model that is already quantized restores it first: quantizing twice
 second config). :func:`restore` takes everything off: the same Parameter objects, the same state_dict (keys in
 the same order), the same outputs, bit for bit.
 
-Without grad (inference), a weight's fake-quantized value is cached until the weight changes; the cache holds
-one quantized copy of each weight.
+Without grad (inference), a weight's fake-quantized value is cached until the weight changes (its bits are
+compared with a copy on every use, so in-place edits through ``.data`` are seen too); the cache holds one copy
+and one quantized copy of each weight.
 
 Example:
     >>> import torch, dtypelab as dl
@@ -46,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -79,26 +81,39 @@ class WeightFakeQuant(nn.Module):
     def __init__(self, scheme: Scheme) -> None:
         super().__init__()
         self.scheme = scheme
-        self._cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (w, copy of w, output)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and w.requires_grad:
             self._cache = None
             return fake_quantize(w, self.scheme)
-        key = (w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape))
         c = self._cache
-        if c is not None and c[0] is w and c[1] == key:
+        if c is not None and c[0] is w and _same_bits(w, c[1]):
             return c[2]
-        out = fake_quantize(w, self.scheme)
+        out = fake_quantize(w.detach(), self.scheme)  # no graph: exactly Q(w), not w + (Q(w) - w)
         self.prime(w, out)
         return out
 
     def prime(self, w: torch.Tensor, out: torch.Tensor) -> None:
         """Cache ``out`` (which must equal ``fake_quantize(w, self.scheme)``) for ``w`` as it is now."""
-        self._cache = (w, (w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape)), out)
+        self._cache = (w, w.detach().clone(), out)
 
     def extra_repr(self) -> str:
         return str(self.scheme)
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(w: torch.Tensor, copy: torch.Tensor) -> bool:
+    """Whether ``w`` still holds exactly the bits of ``copy``: the cache's check. A weight's version counter
+    misses in-place edits through ``.data``, so the contents are compared (NaN and -0 included)."""
+    if w.shape != copy.shape or w.dtype != copy.dtype or w.device != copy.device:
+        return False
+    a, b = w.detach().view(_INT_OF_SIZE[w.element_size()]), copy.view(_INT_OF_SIZE[w.element_size()])
+    if w.device.type == "cpu":  # numpy's compare is many times faster than torch.equal on the CPU
+        return bool(np.array_equal(a.numpy(), b.numpy()))
+    return torch.equal(a, b)
 
 
 class BiasOnAccumulatorGrid(nn.Module):
@@ -211,6 +226,7 @@ class QuantState:
         for part in reversed(self._attached):
             plist = part.owner.parametrizations[part.attr]
             if len(plist) == 1:
+                _own_class(part.owner)
                 parametrize.remove_parametrizations(part.owner, part.attr, leave_parametrized=False)
             else:  # someone else's parametrizations come first: drop only ours
                 idx = next(i for i, p in enumerate(plist) if p is part.parametrization)
@@ -225,6 +241,18 @@ class QuantState:
         self._param_order.clear()
         if model.__dict__.get(STATE_ATTR) is self:
             del model.__dict__[STATE_ATTR]
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own before a parametrization comes off.
+
+    torch makes one ``Parametrized<Cls>`` class per module and removing a parametrization deletes its property
+    from that class; ``copy.deepcopy`` shares the class between the copies, so restoring one copy would break the
+    others. A fresh class with the same bases and members keeps every copy independent.
+    """
+    cls = type(module)
+    members = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, members)
 
 
 def quant_state(model: nn.Module) -> QuantState | None:
@@ -398,6 +426,23 @@ def _all_parameters(model: nn.Module) -> list[torch.Tensor]:
     return list({id(p): p for p in model.parameters()}.values())
 
 
+def _check_model(model: nn.Module, stats: bool, calibration: Iterable[Any] | None) -> None:
+    """Refuse models whose layers cannot be quantized here, before anything is changed."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(f"model is a TorchScript module ({type(model).__name__}, from torch.jit.script or trace): "
+                        "its layers are compiled, so no layer could be quantized; quantize the eager nn.Module, "
+                        "then script it")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if stats or calibration is not None:
+        meta = next((n for n, p in model.named_parameters() if p.device.type == "meta"), None)
+        if meta is not None:
+            raise ValueError(f"parameter {meta!r} is on the meta device (a shape without values), so its errors "
+                             "cannot be measured nor activations calibrated: pass stats=False and no calibration "
+                             "for exact sizes only, or load the weights first (model.to_empty(device=...) and "
+                             "load_state_dict)")
+
+
 # ---- the API -----------------------------------------------------------------------------------------------------
 
 
@@ -419,7 +464,9 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
 
     Raises:
         ValueError: a bad config (before anything is changed), missing calibration, a calibration batch the
-            model cannot run. On any error the model is left as it was.
+            model cannot run, meta-device parameters with ``stats`` or calibration. On any error the model is
+            left as it was.
+        TypeError: ``model`` is not an ``nn.Module``, or is a TorchScript module (quantize before scripting).
 
     Example:
         >>> import torch, dtypelab as dl
@@ -430,6 +477,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
         >>> _ = dl.restore(m); type(m[0]).__name__
         'Linear'
     """
+    _check_model(model, stats, calibration)
     cfg = QuantConfig.coerce(config)
     plans = resolve(model, cfg)
     static = [n for n, p in plans.items() if p.activation is not None and not p.dynamic]

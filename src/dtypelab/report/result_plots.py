@@ -58,24 +58,85 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
-def metric_vs_bits(rows: Iterable[tuple[str, float, float]], metric: str, title: str, path: str | os.PathLike) -> Path:
-    """Scatter of (label, bits per weight, metric) with the Pareto front drawn through it."""
-    rows = list(rows)
-    fig, ax = _figure()
-    for label, bits, value in rows:
-        ax.scatter(bits, value, s=28, zorder=3)
-        ax.annotate(label, (bits, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = pareto_front([(b, v) for _, b, v in rows])
+def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path: str | os.PathLike,
+                   max_labels: int = 10) -> Path:
+    """Scatter of ``(label, bits per weight, metric[, lo, hi])`` with 95 % error bars where ``lo``/``hi`` are given,
+    the Pareto front drawn through it, each format in its report colour (``*``: adaptive scaling, a triangle).
+
+    The Pareto points are labelled first, then the best others, each only where its label collides with no other
+    label or marker (at most ``max_labels``); the legend names every format's colour.
+    """
+    from matplotlib.lines import Line2D
+
+    from dtypelab.report.colors import color_of, format_name
+
+    rows = [(r[0], float(r[1]), float(r[2]), *(r[3:5] if len(r) >= 5 else (None, None))) for r in rows]
+    fig, ax = _figure(9.0, 4.8)
+    for label, bits, value, lo, hi in rows:
+        marker = "^" if label.endswith("*") else "o"
+        yerr = None if lo is None else [[value - lo], [hi - value]]
+        ax.errorbar([bits], [value], yerr=yerr, fmt=marker, ms=5, color=color_of(label), elinewidth=0.8,
+                    capsize=2, zorder=3)
+    front = pareto_front([(b, v) for _, b, v, _, _ in rows])
     if front:
-        ax.step([b for b, _ in front], [v for _, v in front], where="post", color="#c53030", lw=1.2,
-                label="Pareto front", zorder=2)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.step([b for b, _ in front], [v for _, v in front], where="post", color="#c53030", lw=1.2, zorder=2)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("stored bits per weight (scales included)")
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    names = list(dict.fromkeys(format_name(r[0]) for r in rows))
+    handles = [Line2D([], [], ls="", marker="o", color=color_of(n), label=n) for n in names]
+    handles += [Line2D([], [], ls="", marker="^", color="#4a5568", label="* adaptive scaling"),
+                Line2D([], [], color="#c53030", lw=1.2, label="Pareto front")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              ncols=2 if len(handles) > 14 else 1)
+    fig.tight_layout()  # the final layout first: labels are placed in display coordinates
+    _place_labels(fig, ax, label_order([(r[0], r[1], r[2]) for r in rows]), max_labels)
     return save_figure(fig, path)
+
+
+def label_order(points: Sequence[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """The order labels are offered in: the Pareto points (fewest bits first), then the rest, best first.
+
+    >>> [p[0] for p in label_order([("a", 8, 90.0), ("b", 4, 80.0), ("c", 6, 70.0), ("d", 8, 85.0)])]
+    ['b', 'a', 'd', 'c']
+    """
+    front = set(pareto_front([(b, v) for _, b, v in points]))
+    return sorted(points, key=lambda p: ((p[1], p[2]) not in front, p[1] if (p[1], p[2]) in front else -p[2]))
+
+
+def _place_labels(fig: Any, ax: Any, points: Sequence[tuple[str, float, float]],
+                  max_labels: int) -> list[tuple[str, tuple[float, ...]]]:
+    """Annotate points in the given order where a label overlaps no placed label, no marker and stays inside the
+    axes (eight candidate positions around each point); returns each placed label with its box (pixels)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    xy = ax.transData.transform([(b, v) for _, b, v in points]) if points else np.empty((0, 2))
+    taken = [(x - 4, y - 4, x + 4, y + 4) for x, y in xy]  # every marker
+    offsets = [(4, 4), (4, -11), (-4, 4), (-4, -11), (6, -3), (-6, -3), (0, 8), (0, -15)]
+    placed = []
+    for (label, bits, value), (px, py) in zip(points, xy, strict=True):
+        if len(placed) >= max_labels:
+            break
+        for dx, dy in offsets:
+            text = ax.annotate(label, (bits, value), fontsize=7, xytext=(dx, dy), textcoords="offset points",
+                               ha="left" if dx >= 0 else "right", zorder=4)
+            bb = text.get_window_extent(renderer)
+            box = (bb.x0 - 1, bb.y0 - 1, bb.x1 + 1, bb.y1 + 1)
+            inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+            mine = (px - 4, py - 4, px + 4, py + 4)
+            if inside and not any(_overlap(box, t) for t in taken if t != mine):
+                taken.append(box)
+                placed.append((label, box))
+                break
+            text.remove()
+    return placed
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def high_accuracy_region(spec: str) -> tuple[float, float]:
@@ -100,7 +161,8 @@ def weight_histograms(layers: dict[str, torch.Tensor], formats: Sequence[str], t
 
     n = len(layers)
     fig, axes = plt.subplots(n, 1, figsize=(7.0, 2.0 * n + 0.6), dpi=110, squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from dtypelab.report.colors import color_of
+
     regions = {f: high_accuracy_region(f) for f in formats}
     for ax, (name, w) in zip(axes[:, 0], layers.items(), strict=True):
         logs = torch.log2(w.detach().abs().double().reshape(-1))
@@ -109,8 +171,8 @@ def weight_histograms(layers: dict[str, torch.Tensor], formats: Sequence[str], t
         ax.hist(logs, bins=100, color="#4a5568", alpha=0.85)
         centre = (edges[int(counts.argmax())] + edges[int(counts.argmax()) + 1]) / 2
         ax.axvline(centre, color="black", ls="--", lw=1, label=f"fullest bin 2^{centre:.2f}")
-        for i, (f, (lo, hi)) in enumerate(regions.items()):
-            ax.axvspan(lo, hi, color=colors[i % len(colors)], alpha=0.12, label=f)
+        for f, (lo, hi) in regions.items():
+            ax.axvspan(lo, hi, color=color_of(f), alpha=0.12, label=f)
         ax.set_title(name, fontsize=9)
         ax.set_xlim(min(logs.min(), *(r[0] for r in regions.values())) - 1, max(logs.max(), 4) + 1)
     axes[0, 0].legend(fontsize=7, ncols=2, loc="upper left")

@@ -1,10 +1,14 @@
 """The sweep report: ``report.md`` and a self-contained ``report.html`` in the run directory.
 
-Sections: a generated reading of the results; per workload the PositTune table (rows no-scaling / adaptive,
-columns the formats, cells the primary metric), the seed-002 table (metric, size in MB with every scale,
-weight MSE), metric against bits per weight with the Pareto front, and per-layer histograms of log2|w| with
-each format's high-accuracy region; the formats' decimal-accuracy curves; the digits-vgg training curves;
-and our numbers beside the seeds' published ones.
+Sections: a generated reading of the results; per workload the PositTune table (rows the formats, columns
+no-scaling / adaptive, cells the primary metric), the seed-002 table (metric, fidelity where measured, size in
+MB with every scale, weight MSE), metric against bits per weight with the Pareto front, and per-layer
+histograms of log2|w| with each format's high-accuracy region; the formats' worst-case decimal accuracy; the
+digits-vgg training curves; and our numbers beside the seeds' published ones.
+
+Top-1 and recall@k carry exact 95 % intervals over the evaluated items (:mod:`dtypelab.report.confidence`):
+``98.61 ± 1.8`` in the tables, error bars in the figures; the reading calls a difference one only where the
+intervals do not overlap. Each format has one colour in every figure (:mod:`dtypelab.report.colors`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dtypelab.report.confidence import PROPORTIONS, Interval, interval
 from dtypelab.report.document import Document
 from dtypelab.sweep import SCALINGS, Result, ResultStore, atomic_write
 
@@ -44,68 +49,101 @@ def _fmt(v: float, point: float = 1.0) -> float:
     return round(v, 2 if point == 1 else 4)
 
 
+def _digits(point: float) -> int:
+    return 2 if point == 1 else 3
+
+
+def _interval(r: Result, point: float) -> Interval:
+    """The primary metric's 95 % interval; without a recorded item count, a band one point wide (so that a
+    difference under a point is never called one)."""
+    iv = interval(r.metrics, r.primary_metric)
+    return iv if iv is not None else Interval(r.primary, r.primary - point / 2, r.primary + point / 2)
+
+
+def _shown(r: Result, point: float) -> str | float:
+    """A table cell: ``value ± half-width`` of the 95 % interval, or the rounded value when none is known."""
+    iv = interval(r.metrics, r.primary_metric)
+    return _fmt(r.primary, point) if iv is None else iv.show(_digits(point))
+
+
 def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
-    """One paragraph on the seeds' findings, generated from this workload's numbers."""
-    def metric(cell: str, scaling: str) -> float | None:
+    """One paragraph on the seeds' findings, generated from this workload's numbers; a difference is called one
+    only where the 95 % intervals do not overlap."""
+    def iv(cell: str, scaling: str) -> Interval | None:
         r = table.get((cell, scaling))
-        return r.primary if r else None
+        return _interval(r, point) if r else None
 
     any_r = next(iter(table.values()))
     key = any_r.primary_metric
     point = _point(table)
-    digits = 2 if point == 1 else 3
+    digits = _digits(point)
+    known = interval(any_r.metrics, key) is not None
 
-    def show(v: float) -> str:
-        return f"{v:.{digits}f}"
+    def show(v: Interval) -> str:
+        return v.show(digits) if known else f"{v.value:.{digits}f}"
 
     parts = []
-    fp32 = metric("fp32", "none")
+    fp32 = iv("fp32", "none")
     if fp32 is not None:
-        unit = "" if point == 1 else f" (a fraction: a point below is {point})"
+        unit = "" if point == 1 else " (a fraction)"
         parts.append(f"On {workload}, FP32 scores {key} {show(fp32)}{unit}.")
-    p6 = {c: (metric(c, "none"), metric(c, "adaptive")) for c in ("posit(6,0)", "posit(6,1)")}
+    if known:
+        counts = "/".join(f"{n:.0f}" for n in sorted({r.metrics[PROPORTIONS[key].count] for r in table.values()}))
+        parts.append(f"± is the larger side of the exact 95 % interval over the {counts} evaluated items; a "
+                     "difference is called one only where the intervals do not overlap.")
+    else:
+        parts.append("No item count is recorded for this metric, so no interval is known: a difference under one "
+                     f"point ({point}) is not called one.")
+    p6 = {c: (iv(c, "none"), iv(c, "adaptive")) for c in ("posit(6,0)", "posit(6,1)")}
     p6 = {c: v for c, v in p6.items() if None not in v}
     if p6:
         gains = [f"{c} {show(n)} -> {show(a)}" for c, (n, a) in p6.items()]
-        rescued = any(a - n > point for n, a in p6.values())
-        parts.append(f"Adaptive scaling {'rescues' if rescued else 'does not visibly change'} 6-bit posits "
-                     f"({'; '.join(gains)}).")
-        fp8 = [v for v in (metric("e4m3", "none"), metric("e4m3", "adaptive")) if v is not None]
+        if any(a.above(n) for n, a in p6.values()):
+            verdict = "rescues"
+        elif any(n.above(a) for n, a in p6.values()):
+            verdict = "lowers"
+        else:
+            verdict = "does not visibly change"
+        parts.append(f"Adaptive scaling {verdict} 6-bit posits ({'; '.join(gains)}).")
+        fp8 = [v for v in (iv("e4m3", "none"), iv("e4m3", "adaptive")) if v is not None]
         if fp8:
-            best6, best8 = max(a for _, a in p6.values()), max(fp8)
-            verdict = "reaches" if best6 >= best8 - point / 2 else "falls short of"
-            parts.append(f"The best 6-bit adaptive posit ({show(best6)}) {verdict} FP8 E4M3 quality ({show(best8)}).")
-    dts = [(n, metric(f"dt{n}", "none")) for n in range(8, 2, -1) if metric(f"dt{n}", "none") is not None]
+            best6 = max((a for _, a in p6.values()), key=lambda v: v.value)
+            best8 = max(fp8, key=lambda v: v.value)
+            verdict = "exceeds" if best6.above(best8) else "falls short of" if best8.above(best6) else "reaches"
+            tie = "; the intervals overlap" if verdict == "reaches" and best6.value != best8.value else ""
+            parts.append(f"The best 6-bit adaptive posit ({show(best6)}) {verdict} FP8 E4M3 quality "
+                         f"({show(best8)}{tie}).")
+    dts = [(n, iv(f"dt{n}", "none")) for n in range(8, 2, -1) if iv(f"dt{n}", "none") is not None]
     if len(dts) > 1:
         curve = ", ".join(f"DT{n} {show(v)}" for n, v in dts)
         top = dts[0][1]
-        broken = next((n for n, v in dts if top - v > point), None)
-        shape = (f"it holds within 1 point of DT8 down to {broken + 1} bits and drops below that" if broken
-                 else "it stays within 1 point of DT8 at every width")
+        broken = next((i for i, (_, v) in enumerate(dts) if top.above(v)), None)
+        shape = (f"it cannot be told from DT8 down to {dts[broken - 1][0]} bits and drops below that" if broken
+                 else "it cannot be told from DT8 at any width")
         parts.append(f"The real dynamic tree is not flat like the seed's defective one: {curve}; {shape}.")
     return " ".join(parts)
 
 
 def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:
-    header = ["scaling", *cells]
-    rows = []
+    """One row per format, one column per scaling (the PositTune table, turned so that it fits a page)."""
     point = _point(table)
-    for scaling in SCALINGS:
-        rows.append([scaling, *(_fmt(table[(c, scaling)].primary, point) if (c, scaling) in table else ""
-                                for c in cells)])
-    return header, rows
+    rows = [[c, *(_shown(table[(c, s)], point) if (c, s) in table else "" for s in SCALINGS)] for c in cells]
+    return ["format", *(f"{s} scaling" for s in SCALINGS)], rows
 
 
 def seed002_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:
     key = next(iter(table.values())).primary_metric
-    header = ["format", "scaling", key, "bits/weight", "size MB", "weight MSE", "energy nJ/sample"]
+    fidelity = any("fidelity" in r.metrics for r in table.values())
+    header = ["format", "scaling", key, *(["fidelity"] if fidelity else []), "bits/weight", "size MB", "weight MSE",
+              "energy nJ/sample"]
     rows = []
     point = _point(table)
     for c in cells:
         r = table.get((c, "none"))
         if r:
             energy = "" if r.energy_pj is None else round(r.energy_pj / 1000, 1)
-            rows.append([c, "none", _fmt(r.primary, point), round(r.bits_per_weight, 3), round(r.size_mb, 4),
+            fid = [round(r.metrics["fidelity"], 4) if "fidelity" in r.metrics else ""] if fidelity else []
+            rows.append([c, "none", _shown(r, point), *fid, round(r.bits_per_weight, 3), round(r.size_mb, 4),
                          f"{r.weight_mse:.3g}", energy])
     return header, rows
 
@@ -130,11 +168,15 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
         doc.table(*posittune_table(table, cells))
         doc.heading(f"{name}: formats, size and error (seed 002's table; rows without adaptive scaling)")
         doc.table(*seed002_table(table, cells))
-        points = [(f"{c}" + ("*" if s == "adaptive" else ""), r.bits_per_weight, r.primary)
-                  for (c, s), r in table.items() if not (s == "adaptive" and table.get((c, "none")) == r)]
+        point = _point(table)
+        points = [(f"{c}" + ("*" if s == "adaptive" else ""), r.bits_per_weight, r.primary,
+                   *((iv.lo, iv.hi) if (iv := interval(r.metrics, key)) else (None, None)))
+                  for (c, s), r in table.items() if not (s == "adaptive" and _same(table.get((c, "none")), r))]
         plot = metric_vs_bits(points, key, f"{name}: {key} against stored bits per weight (* adaptive)",
                               out / f"{name}-metric-vs-bits.png")
-        doc.image(plot, f"{name}: {key} against bits per weight (log scale), with the Pareto front")
+        bars = "95 % intervals as error bars" if key in PROPORTIONS else f"no interval known ({point} is one point)"
+        doc.image(plot, f"{name}: {key} against bits per weight (log scale), with the Pareto front and {bars}; "
+                        "every point is in the table above")
         wl = next((w for w in workloads if w.name == name), None)
         if wl is not None:
             layers = _some_layers(wl.model())
@@ -146,7 +188,8 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
 
     acc = accuracy_plot(ACCURACY_FORMATS, out / "decimal-accuracy.png")
     doc.heading("Formats: decimal accuracy")
-    doc.image(acc, "Decimal accuracy of each format against log2|x| (the posit and LP papers' figure)")
+    doc.image(acc, "Worst-case decimal accuracy of each format over each interval between adjacent values, "
+                   "against log2|x| (the posit and LP papers' figure); each format keeps its colour in every figure")
     if training_plot is not None:
         curves = training_plot(out / "digits-vgg-training.png")
         if curves is not None:
@@ -155,6 +198,11 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
     doc.heading("The seeds' published numbers (their models, which cannot be loaded here)")
     doc.table(["experiment", "published"], [list(row) for row in SEED_POSITTUNE] + [["seed 002 DT", SEED_DT]])
     return doc
+
+
+def _same(a: Result | None, b: Result) -> bool:
+    """The two rows hold one computation (an MX cell: both scalings are one configuration)."""
+    return a is not None and a.weights == b.weights and a.metrics == b.metrics
 
 
 def _some_layers(model: Any, count: int = 3) -> dict[str, Any]:

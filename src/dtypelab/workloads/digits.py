@@ -7,8 +7,9 @@ with the training split's pixel mean and standard deviation. The split is fixed:
 360 test images.
 
 Model: seed 004's VGG with one input channel (see :class:`VGG`). It is trained on first use (seeded,
-deterministic) and cached in :func:`~dtypelab.workloads.base.cache_dir` under a key that hashes this
-file's source and the :class:`TrainSettings`, with the per-epoch history beside it.
+deterministic) and cached in :func:`~dtypelab.workloads.base.cache_dir` under a key (:func:`cache_key`) that
+hashes this file's source, the :class:`TrainSettings` and the data it was trained and tested on, with the
+per-epoch history beside it.
 
 Example:
     >>> from dtypelab.workloads.digits import TrainSettings
@@ -32,7 +33,7 @@ from torch import nn
 
 from dtypelab.workloads.base import Workload, atomic_write, cache_dir, torch_threads
 
-__all__ = ["VGG", "TrainSettings", "DigitsVGG", "load_data", "train", "plot_training_curves"]
+__all__ = ["VGG", "TrainSettings", "DigitsVGG", "load_data", "cache_key", "train", "plot_training_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class VGG(nn.Module):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How ``digits-vgg`` is trained; every field enters the cache key.
+    """How ``digits-vgg`` is trained; every field enters the cache key (:func:`cache_key`).
 
     Defaults were picked by measurement on the 2-core machine: Adam with a one-cycle learning rate reaches
     ~98-99% test top-1 in 4 epochs. ``train_limit`` trains on the first N images of the (seeded) shuffled
@@ -114,7 +115,8 @@ class TrainSettings:
             raise ValueError(f"TrainSettings.train_limit must be None or a positive int, got {self.train_limit!r}")
 
     def key(self) -> str:
-        """A 16-hex-digit hash of this file's source (model, data, training code) and these settings."""
+        """A 16-hex-digit hash of this file's source (model, data, training code) and these settings; the
+        cache key (:func:`cache_key`) adds the data."""
         h = hashlib.sha256(Path(__file__).read_bytes())
         h.update(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
         return h.hexdigest()[:16]
@@ -147,6 +149,24 @@ def load_data() -> dict[str, torch.Tensor]:
     x = (x - mean) / std
     return {"x_train": x[train_idx], "y_train": y[train_idx], "x_test": x[test_idx], "y_test": y[test_idx],
             "mean": mean, "std": std}
+
+
+def cache_key(settings: TrainSettings, data: dict[str, torch.Tensor]) -> str:
+    """The cache key of a model trained with ``settings`` on ``data``: a 16-hex-digit hash of
+    :meth:`TrainSettings.key` and every tensor of ``data`` (name, dtype, shape and bytes), so a model trained or
+    tested on other data (a slice, a patched loader) can never be taken for the real one.
+
+    Example:
+        >>> d = {"x_train": torch.zeros(4, 1), "y_train": torch.zeros(4, dtype=torch.long)}
+        >>> cache_key(TrainSettings(), d) == cache_key(TrainSettings(), dict(d, y_train=torch.ones(4).long()))
+        False
+    """
+    h = hashlib.sha256(settings.key().encode())
+    for name in sorted(data):
+        t = torch.as_tensor(data[name]).detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -188,7 +208,7 @@ def train(settings: TrainSettings, data: dict[str, torch.Tensor] | None = None) 
     x_train, y_train = data["x_train"][order], data["y_train"][order]
     steps_per_epoch = -(-len(y_train) // settings.batch_size)
     history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [],
-                               "settings": dataclasses.asdict(settings), "key": settings.key()}
+                               "settings": dataclasses.asdict(settings), "key": cache_key(settings, data)}
     start, cpu_start = time.perf_counter(), time.process_time()
     with torch_threads() as threads:
         torch.manual_seed(settings.seed)
@@ -256,8 +276,8 @@ class DigitsVGG(Workload):
     # -- cache ------------------------------------------------------------------------------------
     @property
     def weights_path(self) -> Path:
-        """Where the trained weights live: ``<cache>/digits-vgg-<key>.pt``."""
-        return cache_dir() / f"digits-vgg-{self.settings.key()}.pt"
+        """Where the trained weights live: ``<cache>/digits-vgg-<key>.pt`` (key: :func:`cache_key`)."""
+        return cache_dir() / f"digits-vgg-{cache_key(self.settings, self.data)}.pt"
 
     @property
     def history_path(self) -> Path:

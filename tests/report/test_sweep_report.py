@@ -1,0 +1,86 @@
+"""What the sweep report says: 95 % intervals in every top-1 / recall@1 cell, fidelity beside recall@1, a reading
+that calls a difference one only where the intervals separate, and a metric-vs-bits figure whose labels never
+collide."""
+
+from __future__ import annotations
+
+import pytest
+from report_helpers import synthetic_store
+
+import dtypelab.sweep as sw
+from dtypelab.report import sweep_report
+from dtypelab.report.result_plots import _figure, _overlap, _place_labels, label_order, metric_vs_bits
+
+
+def _minilm(values: dict[tuple[str, str], int], n: int = 435) -> dict[tuple[str, str], sw.Result]:
+    return {(c, s): sw.Result("minilm", c, s, c, c, "recall@1", {"recall@1": hits / n, "n_queries": float(n),
+                                                                  "fidelity": 0.99}, 8.0, 1.0, 4.0, 0.0, 0.0, None)
+            for (c, s), hits in values.items()}
+
+
+def test_a_difference_inside_the_intervals_is_not_called_one():
+    """MiniLM's 0.530 vs 0.544 on 435 queries (intervals about ± 0.048) is no shortfall; 0.30 is."""
+    base = {("fp32", "none"): 237, ("posit(6,1)", "none"): 150, ("e4m3", "none"): 237, ("e4m3", "adaptive"): 236}
+    text = sweep_report.reading("minilm", _minilm({**base, ("posit(6,1)", "adaptive"): 231}))
+    assert "reaches FP8 E4M3 quality" in text and "falls short" not in text and "intervals overlap" in text
+    assert "0.531 ± 0.048" in text and "95 % interval over the 435 evaluated items" in text
+    text = sweep_report.reading("minilm", _minilm({**base, ("posit(6,1)", "adaptive"): 131}))
+    assert "falls short of FP8 E4M3 quality" in text
+    assert "does not visibly change 6-bit posits" in text  # 150 -> 131 of 435: inside the intervals
+
+
+def test_the_dynamic_tree_reading_names_the_last_width_that_holds():
+    hits = {("dt8", "none"): 236, ("dt6", "none"): 233, ("dt4", "none"): 180, ("dt3", "none"): 60}
+    text = sweep_report.reading("minilm", _minilm(hits))
+    assert "cannot be told from DT8 down to 6 bits" in text  # dt5 was not run: not "down to 5 bits"
+
+
+def test_tables_carry_intervals_and_fidelity(tmp_path):
+    store = synthetic_store(tmp_path)
+    minilm = sweep_report._by(store.results, "minilm")
+    header, rows = sweep_report.seed002_table(minilm, ["fp32", "posit(6,1)"])
+    assert header[:4] == ["format", "scaling", "recall@1", "fidelity"]
+    assert rows[0][2] == "0.543 ± 0.048" and rows[0][3] == 1.0 and rows[1][3] == pytest.approx(0.935)
+    digits = sweep_report._by(store.results, "digits-vgg")
+    header, rows = sweep_report.seed002_table(digits, ["fp32"])
+    assert "fidelity" not in header and rows[0][2] == "98.61 ± 1.8"
+    header, rows = sweep_report.posittune_table(digits, ["fp32", "posit(6,0)"])
+    assert header == ["format", "none scaling", "adaptive scaling"]
+    assert rows[1] == ["posit(6,0)", "33.33 ± 5.1", "97.50 ± 2.2"]
+    page = sweep_report.build(store).markdown()
+    assert page.count(" ± ") > 4 * len(sw.default_cells()) and "error bars" in page
+
+
+def test_scatter_labels_never_collide_and_the_front_comes_first():
+    """A crowded 8-bit cluster: the labels placed overlap neither each other nor any marker, stay in the axes, and
+    the Pareto points are labelled before the others."""
+    fig, ax = _figure(9.0, 4.8)
+    points = [(f"fmt{i}", 8.0 + 0.02 * (i % 5), 97.5 + 0.1 * i) for i in range(20)]
+    points += [("mxfp4", 4.25, 94.4), ("fp32", 32.0, 98.6), ("dt3*", 3.5, 80.6)]
+    points = label_order(points)
+    for _, b, v in points:
+        ax.scatter([b], [v])
+    ax.set_xscale("log", base=2)
+    fig.tight_layout()
+    placed = _place_labels(fig, ax, points, max_labels=10)
+    names = [n for n, _ in placed]
+    assert names[:3] == ["dt3*", "mxfp4", "fmt15"] and "fp32" in names and 5 < len(placed) <= 10
+    boxes = [b for _, b in placed]
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    frame = ax.get_window_extent(fig.canvas.get_renderer())
+    assert all(frame.x0 <= b[0] and b[2] <= frame.x1 and frame.y0 <= b[1] and b[3] <= frame.y1 for b in boxes)
+    markers = ax.transData.transform([(b, v) for _, b, v in points])
+    own = dict(zip([n for n, _, _ in points], markers, strict=True))
+    for name, box in placed:
+        for other, (x, y) in own.items():
+            if other != name:
+                assert not _overlap(box, (x - 4, y - 4, x + 4, y + 4)), (name, other)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_metric_vs_bits_takes_error_bars(tmp_path):
+    rows = [("fp32", 32.0, 98.6, 96.8, 99.5), ("posit(6,1)", 6.0, 83.3, 79.0, 87.1), ("e4m3", 8.0, 98.6)]
+    out = metric_vs_bits(rows, "top1", "t", tmp_path / "m.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
