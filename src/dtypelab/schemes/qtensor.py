@@ -52,9 +52,6 @@ class QTensor:
     def from_float(cls, x: torch.Tensor, scheme: Scheme | str) -> QTensor:
         """Quantize ``x`` (see :func:`quantize`)."""
         scheme = Scheme.parse(scheme)
-        if isinstance(x, torch.Tensor) and x.is_meta:
-            raise ValueError("a meta tensor has no values to store: use fake_quantize, or Scheme.storage_bits for "
-                             "its size")
         scaled = scheme.scale(x)
         codes = scaled.encode()
         return cls(pack(codes, scheme.format.bits, copy=False), scaled.scales.cpu(), scheme, x.shape, x.dtype,

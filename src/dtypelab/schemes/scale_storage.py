@@ -75,7 +75,7 @@ class Float32Scale(ScaleStorage):
 
     def store(self, s: torch.Tensor) -> torch.Tensor:
         clamped = s.clamp(FLOAT32_TINY, FLOAT32_MAX)
-        if s.device.type != "meta" and bool(((clamped != s) & ~torch.isnan(s)).any()):
+        if bool(((clamped != s) & ~torch.isnan(s)).any()):
             log.warning("%d scale(s) beyond float32's range were clamped to [2^-149, %g]: those groups saturate",
                         int(((clamped != s) & ~torch.isnan(s)).sum()), FLOAT32_MAX)
         return clamped.float().double()

@@ -138,7 +138,7 @@ class Scheme:
         """Stored scales ``[groups]`` (float64) of rows, by the rule, then rounded to the scale storage.
         Non-finite elements set no scale (they count as zeros), except under rules that make it NaN."""
         rows = rows.detach() if self.rule.native_dtype else rows.detach().to(torch.float64)
-        if rows.numel() == 0 or rows.device.type == "meta":  # nothing to measure: unit scales
+        if rows.numel() == 0:  # nothing to measure: unit scales
             return self.storage.store(torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device))
         if not self.rule.native_dtype and not self.rule.nonfinite_is_nan and not bool(torch.isfinite(rows).all()):
             rows = torch.where(torch.isfinite(rows), rows, 0.0)
