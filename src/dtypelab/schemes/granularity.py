@@ -164,11 +164,6 @@ class PerAxis(Granularity):
         return None
 
 
-def _check_size(kind: str, size: object) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_GROUP_SIZE:
-        raise ValueError(f"{kind}:N needs a positive integer block size N (at most 2^40), got {size!r}")
-
-
 def _padded_rows(flat: torch.Tensor, size: int) -> torch.Tensor:
     pad = (-flat.numel()) % size
     if pad:
@@ -177,26 +172,33 @@ def _padded_rows(flat: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class PerBlock(Granularity):
-    """Contiguous blocks of ``size`` elements (see the module docstring)."""
+class _Sized(Granularity):
+    """Groups of ``size`` elements, whatever the tensor's shape (the last one padded with zeros)."""
 
     size: int
-    name: ClassVar[str] = "block"
     static: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _check_size(self.name, self.size)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 < self.size <= MAX_GROUP_SIZE:
+            raise ValueError(f"{self.name}:N needs a positive integer block size N (at most 2^40), got {self.size!r}")
 
     def __str__(self) -> str:
-        return f"block:{self.size}"
+        return f"{self.name}:{self.size}"
+
+    def num_groups(self, shape: torch.Size) -> int:
+        return -(-torch.Size(shape).numel() // self.size)
+
+
+@dataclass(frozen=True)
+class PerBlock(_Sized):
+    """Contiguous blocks of ``size`` elements (see the module docstring)."""
+
+    name: ClassVar[str] = "block"
 
     def group(self, x: torch.Tensor) -> tuple[torch.Tensor, Layout]:
         if x.dim() > 0 and x.shape[-1] % self.size == 0:
             return x.reshape(-1, self.size), Layout(x.shape, x.numel())
         return _padded_rows(x.reshape(-1), self.size), Layout(x.shape, x.numel())
-
-    def num_groups(self, shape: torch.Size) -> int:
-        return -(-torch.Size(shape).numel() // self.size)
 
     def layout_for(self, shape: torch.Size) -> Layout:
         return Layout(torch.Size(shape), torch.Size(shape).numel())
@@ -206,18 +208,10 @@ class PerBlock(Granularity):
 
 
 @dataclass(frozen=True)
-class SortedBlock(Granularity):
+class SortedBlock(_Sized):
     """Groups of ``size`` elements of consecutive magnitude, with the permutation stored."""
 
-    size: int
     name: ClassVar[str] = "sorted"
-    static: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        _check_size(self.name, self.size)
-
-    def __str__(self) -> str:
-        return f"sorted:{self.size}"
 
     def group(self, x: torch.Tensor) -> tuple[torch.Tensor, Layout]:
         flat = x.reshape(-1)
@@ -229,9 +223,6 @@ class SortedBlock(Granularity):
         out = torch.empty_like(flat)
         out[layout.perm] = flat
         return out.reshape(layout.shape)
-
-    def num_groups(self, shape: torch.Size) -> int:
-        return -(-torch.Size(shape).numel() // self.size)
 
     def index_bits(self, numel: int) -> int:
         return numel * max(1, math.ceil(math.log2(numel))) if numel > 1 else 0
