@@ -1,4 +1,4 @@
-"""Hypothesis property tests for every format family of the spec registry (``spec.FAMILIES``).
+"""Hypothesis property tests for every format family of the format registry (``registry.families()``).
 
 For a random format of each family: quantize is idempotent, monotone, lands in ``values()``, is nearest
 (linear formats: no value strictly closer; posits: the exact bit-string reference; LP: nearest in log2),
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dtypelab as dl
-from dtypelab.formats.spec import FAMILIES
+from dtypelab.formats.registry import families
 
 MAX_BITS = 12  # random formats stay small so each example is cheap; 16-bit ones are covered elsewhere
 # Each example builds a new format (tables, lookup tables): an eighth of the active profile's budget.
@@ -65,7 +65,7 @@ EXTRA = st.sampled_from(["e4m3", "e3m2", "e2m3", "e2m1"])  # OCP finite variants
 
 
 def test_every_family_has_a_strategy() -> None:
-    assert set(STRATEGIES) == set(FAMILIES), "add a strategy for the new family"
+    assert set(STRATEGIES) == set(families()), "add a strategy for the new family"
 
 
 def _inputs(f: dl.Format, extra: list[float]) -> np.ndarray:
@@ -136,7 +136,7 @@ def check_format(spec: str) -> None:
     big = torch.tensor([abs(v[-1]) * 4 + 1, -abs(v[0]) * 4 - 1, 1e300, -1e300], dtype=torch.float64)
     sat = f.quantize(big).tolist()
     assert sat == [v[-1], v[0], v[-1], v[0]]
-    if isinstance(f, (dl.formats.Posit, dl.formats.LogPosit, dl.formats.Minifloat)):  # symmetric formats
+    if isinstance(f, (dl.formats.Posit, dl.formats.LogPosit, dl.formats.FloatFormat)):  # symmetric formats
         assert v[0] == -f.max
     # NaN
     nan = torch.tensor([math.nan, 1.0])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dtypelab.formats.base import Format
+from dtypelab.formats.registry import int_args, register_family, register_pattern
 
 
 @dataclass(frozen=True, repr=False)
@@ -40,3 +41,11 @@ class Integer(Format):
         if self.signed:
             codes = np.where(codes >= 1 << (self.n - 1), codes - (1 << self.n), codes)
         return codes.astype(np.float64)
+
+
+for _name, _signed in (("int", True), ("uint", False)):
+    def _parse(args: list[str], name: str = _name, signed: bool = _signed) -> Integer:
+        return Integer(*int_args(args, 1, name), signed)
+
+    register_family(_name, _parse, forms=(f"{_name}(n)",))
+    register_pattern(rf"{_name}(\d+)", _parse, f"{_name}N")
