@@ -59,7 +59,7 @@ class LogPosit(Format):
         if not isinstance(self.sf, (int, float)) or isinstance(self.sf, bool):
             raise TypeError(f"lp: sf must be a real number, got {self.sf!r}")
         lo, hi = sf_range(self.n, self.es, self.rs)
-        if not (math.isfinite(self.sf) and lo <= Fraction(self.sf) <= hi):
+        if not ((isinstance(self.sf, int) or math.isfinite(self.sf)) and lo <= Fraction(self.sf) <= hi):
             raise ValueError(f"lp({self.n},{self.es},{self.rs},sf): sf must lie in [{float(lo)}, {float(hi)}] "
                              f"(every value 2^(... - sf) a normal float64), got {self.sf!r}")
         object.__setattr__(self, "sf", float(self.sf))

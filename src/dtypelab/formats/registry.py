@@ -145,4 +145,4 @@ def __getattr__(name: str) -> str:
 
 
 __all__ = ["fmt", "register_family", "register_pattern", "register_alias", "valid_forms", "families",
-           "int_args", "STANDARD_FORMATS", "Parser", "VALID_FORMS"]
+           "int_args", "STANDARD_FORMATS", "Parser"]
