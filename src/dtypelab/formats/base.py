@@ -103,11 +103,11 @@ class Format(ABC):
 
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Values of integer ``codes`` (as produced by :meth:`encode`)."""
-        c = self.checked_codes(codes, dtype)
+        c = self._checked_codes(codes, dtype)
         table = _decode_table_cached(self, dtype).to(codes.device)
         return table[c]
 
-    def checked_codes(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _checked_codes(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``codes`` as int64 after the checks every ``decode`` makes: an integer tensor of codes in
         ``[0, 2**bits)`` and a floating output ``dtype`` (TypeError / ValueError otherwise)."""
         if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype.is_complex \

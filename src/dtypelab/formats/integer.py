@@ -43,9 +43,15 @@ class Integer(Format):
         return codes.astype(np.float64)
 
 
-for _name, _signed in (("int", True), ("uint", False)):
-    def _parse(args: list[str], name: str = _name, signed: bool = _signed) -> Integer:
-        return Integer(*int_args(args, 1, name), signed)
+def _int(args: list[str]) -> Integer:
+    return Integer(*int_args(args, 1, "int"), True)
 
-    register_family(_name, _parse, forms=(f"{_name}(n)",))
-    register_pattern(rf"{_name}(\d+)", _parse, f"{_name}N")
+
+def _uint(args: list[str]) -> Integer:
+    return Integer(*int_args(args, 1, "uint"), False)
+
+
+register_family("int", _int, forms=("int(n)",))
+register_family("uint", _uint, forms=("uint(n)",))
+register_pattern(r"int(\d+)", _int, "intN")
+register_pattern(r"uint(\d+)", _uint, "uintN")

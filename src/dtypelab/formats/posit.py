@@ -77,7 +77,7 @@ class Posit(Format):
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if self.n <= TABLE_BITS:
             return super().decode(codes, dtype)
-        c = self.checked_codes(codes, dtype).detach().to("cpu").contiguous()
+        c = self._checked_codes(codes, dtype).detach().to("cpu").contiguous()
         out = torch.empty(c.shape, dtype=torch.float64)
         posit_closed.decode(c.view(-1).numpy(), out.view(-1).numpy(), self.n, self.es)
         return out.to(codes.device, dtype)

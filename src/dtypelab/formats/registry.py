@@ -91,13 +91,23 @@ def register_alias(name: str, target: str | Format) -> None:
 
 
 def valid_forms() -> str:
-    """Every registered form, ``" | "``-separated (families, short forms, then names)."""
+    """Every registered form, ``" | "``-separated (families, short forms, then names).
+
+    Example:
+        >>> "e8m0" in valid_forms().split(" | ")
+        True
+    """
     families = [form for _, forms in _REGISTRY.families.values() for form in forms]
     return " | ".join([*families, *(form for _, _, form in _REGISTRY.patterns), *_REGISTRY.aliases])
 
 
 def families() -> tuple[str, ...]:
-    """Names of the registered families (the ``name`` of ``name(args)``)."""
+    """Names of the registered families (the ``name`` of ``name(args)``).
+
+    Example:
+        >>> {"posit", "lp", "fp", "float", "int"} <= set(families())
+        True
+    """
     return tuple(_REGISTRY.families)
 
 
