@@ -124,15 +124,18 @@ def float_value(code: int, width: int, precision: int, bias: int, signed: bool, 
 
 @st.composite
 def float_formats(draw, max_bits: int = 12) -> FloatFormat:
-    """Any parameters of the float family (signed or not, finite or extended, NaN placement, subnormals)."""
+    """Any parameters of the float family (signed or not, finite or extended, NaN placement, subnormals),
+    with every value inside float32's range (as every named float: the tests' float32 expectations need it)."""
     width = draw(st.integers(2, max_bits))
     signed = draw(st.booleans())
-    precision = draw(st.integers(1, width - signed))
-    exp_bits = width - signed - (precision - 1)
+    precision = draw(st.integers(max(1, width - signed - 7), width - signed))  # at most 8 exponent bits
+    exp_bits, subnormals = width - signed - (precision - 1), draw(st.booleans())
+    lowest = 1 - (precision - 1) if subnormals else 0  # log2 of the smallest value, plus the bias
+    bias = draw(st.integers(max(-3, (1 << exp_bits) - 1 - 127), min((1 << exp_bits) + 1, 149 + lowest)))
     domain = draw(st.sampled_from(list(Domain)))
     most = (1 << (width - signed)) - 2 - (domain == Domain.EXTENDED)
     if most < 0:
         domain, most = Domain.FINITE, most + 1
-    return FloatFormat(width, precision, draw(st.integers(-2, (1 << exp_bits) + 1)), signed=signed, domain=domain,
+    return FloatFormat(width, precision, bias, signed=signed, domain=domain,
                        negative_zero=signed and draw(st.booleans()), high_nans=draw(st.integers(0, min(most, 5))),
-                       subnormals=draw(st.booleans()))
+                       subnormals=subnormals)
