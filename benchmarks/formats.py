@@ -17,21 +17,13 @@ qtorch_plus / bitsandbytes are timed too where they are installed.
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 import dtypelab as dl
-
-try:
-    from dtypelab.cli import DEFAULT_FORMATS
-except ImportError:  # the CLI's own dependencies (typer) missing: read the tuple from the source
-    _CLI = Path(dl.__file__).with_name("cli.py").read_text()
-    DEFAULT_FORMATS = next(ast.literal_eval(node.value) for node in ast.parse(_CLI).body
-                           if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULT_FORMATS")
+from dtypelab.formats import STANDARD_FORMATS
 
 EXTRA_FORMATS = ("posit32",)
 
@@ -88,7 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)  # best of 9: this shared machine is noisy
     parser.add_argument("--formats", nargs="*", default=None)
     args = parser.parse_args()
-    specs = args.formats or list(dict.fromkeys(str(dl.fmt(s)) for s in DEFAULT_FORMATS + EXTRA_FORMATS))
+    specs = args.formats or list(dict.fromkeys(str(dl.fmt(s)) for s in STANDARD_FORMATS + EXTRA_FORMATS))
 
     torch.manual_seed(0)
     x = torch.randn(args.n, dtype=torch.float32)

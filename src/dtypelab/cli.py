@@ -21,11 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Exact low-pr
 formats_app = typer.Typer(help="The number formats: a table, or their decimal-accuracy plot.")
 app.add_typer(formats_app, name="formats")
 
-DEFAULT_FORMATS = (
-    "posit(8,0)", "posit(8,1)", "posit(6,0)", "posit(6,1)", "posit(16,1)", "posit(32,2)", "lp(8,2,2,0)",
-    "lp(6,1,2,0)", "e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "bf16", "fp16", "int8", "int4", "uint8",
-    "dt8", "dt6", "dt4", "nf4",
-)
+from dtypelab.formats import STANDARD_FORMATS as DEFAULT_FORMATS  # noqa: E402
 
 
 def _fail(message: str) -> None:

@@ -1,6 +1,7 @@
 """Shared helpers for the format tests: input sets and slow, obviously-correct references.
 
-Nothing here uses dtypelab's rounding; references are written from the format definitions (REFERENCE.md §1).
+Nothing here uses dtypelab's rounding (``float_formats`` only builds formats); references are written from
+the format definitions (REFERENCE.md §1).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from fractions import Fraction
 
 import numpy as np
 import torch
+from hypothesis import strategies as st
+
+from dtypelab.formats.float import Domain, FloatFormat
 
 
 def probe_inputs(values: np.ndarray, *, rng: np.random.Generator | None = None, n_random: int = 20_000,
@@ -93,3 +97,45 @@ def posit_round(x: float, n: int, es: int) -> int:
             p += 1
         p = min(max(p, 1), maxpos)
     return ((1 << n) - p) & ((1 << n) - 1) if x < 0 else p
+
+
+def float_value(code: int, width: int, precision: int, bias: int, signed: bool, extended: bool,
+                negative_zero: bool, high_nans: int, subnormals: bool) -> float:
+    """Value of ``code`` in the float format these parameters define, read from its bit string (NaN for NaN).
+
+    Layout: [sign] exponent field, ``precision - 1`` fraction bits. Per sign, the top ``high_nans`` codes are
+    NaN and, in an extended format, the code below them is inf; a signed format without negative zero has a
+    NaN at 10...0; without subnormals exponent field 0 is an ordinary binade.
+    """
+    bits = format(code, f"0{width}b")
+    negative, body = (bits[0] == "1", bits[1:]) if signed else (False, bits)
+    index, count = int(body, 2), 1 << len(body)
+    if (negative and index == 0 and not negative_zero) or index >= count - high_nans:
+        return math.nan
+    if extended and index == count - 1 - high_nans:
+        return -math.inf if negative else math.inf
+    exp_bits = len(body) - (precision - 1)
+    exp = int(body[:exp_bits], 2) if exp_bits else 0
+    frac_bits = body[exp_bits:]
+    f = Fraction(int(frac_bits, 2), 1 << len(frac_bits)) if frac_bits else Fraction(0)
+    mag = f * Fraction(2) ** (1 - bias) if exp == 0 and subnormals else (1 + f) * Fraction(2) ** (exp - bias)
+    return -float(mag) if negative else float(mag)
+
+
+@st.composite
+def float_formats(draw, max_bits: int = 12) -> FloatFormat:
+    """Any parameters of the float family (signed or not, finite or extended, NaN placement, subnormals),
+    with every value inside float32's range (as every named float: the tests' float32 expectations need it)."""
+    width = draw(st.integers(2, max_bits))
+    signed = draw(st.booleans())
+    precision = draw(st.integers(max(1, width - signed - 7), width - signed))  # at most 8 exponent bits
+    exp_bits, subnormals = width - signed - (precision - 1), draw(st.booleans())
+    lowest = 1 - (precision - 1) if subnormals else 0  # log2 of the smallest value, plus the bias
+    bias = draw(st.integers(max(-3, (1 << exp_bits) - 1 - 127), min((1 << exp_bits) + 1, 149 + lowest)))
+    domain = draw(st.sampled_from(list(Domain)))
+    most = (1 << (width - signed)) - 2 - (domain == Domain.EXTENDED)
+    if most < 0:
+        domain, most = Domain.FINITE, most + 1
+    return FloatFormat(width, precision, bias, signed=signed, domain=domain,
+                       negative_zero=signed and draw(st.booleans()), high_nans=draw(st.integers(0, min(most, 5))),
+                       subnormals=subnormals)

@@ -1,4 +1,4 @@
-"""Hypothesis property tests for every format family of the spec registry (``spec.FAMILIES``).
+"""Hypothesis property tests for every format family of the format registry (``registry.families()``).
 
 For a random format of each family: quantize is idempotent, monotone, lands in ``values()``, is nearest
 (linear formats: no value strictly closer; posits: the exact bit-string reference; LP: nearest in log2),
@@ -14,12 +14,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from formats_helpers import posit_round, probe_inputs, t
+from formats_helpers import float_formats, posit_round, probe_inputs, t
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dtypelab as dl
-from dtypelab.formats.spec import FAMILIES
+from dtypelab.formats.float import FloatFormat
+from dtypelab.formats.registry import families
 
 MAX_BITS = 12  # random formats stay small so each example is cheap; 16-bit ones are covered elsewhere
 # Each example builds a new format (tables, lookup tables): an eighth of the active profile's budget.
@@ -55,17 +56,18 @@ STRATEGIES = {
     "posit": posit_specs(),
     "lp": lp_specs(),
     "fp": fp_specs(),
+    "float": float_formats().map(str),
     "int": st.integers(2, MAX_BITS).map(lambda n: f"int({n})"),
     "uint": st.integers(2, MAX_BITS).map(lambda n: f"uint({n})"),
     "dt": st.integers(3, 8).map(lambda n: f"dt({n})"),
     "nf4": st.just("nf4"),
     "codebook": codebook_specs(),
 }
-EXTRA = st.sampled_from(["e4m3", "e3m2", "e2m3", "e2m1"])  # OCP finite variants, reached by name
+EXTRA = st.sampled_from(["e4m3", "e3m2", "e2m3", "e2m1", "e4m3fnuz", "e5m2fnuz", "e8m0"])  # reached by name
 
 
 def test_every_family_has_a_strategy() -> None:
-    assert set(STRATEGIES) == set(FAMILIES), "add a strategy for the new family"
+    assert set(STRATEGIES) == set(families()), "add a strategy for the new family"
 
 
 def _inputs(f: dl.Format, extra: list[float]) -> np.ndarray:
@@ -136,7 +138,7 @@ def check_format(spec: str) -> None:
     big = torch.tensor([abs(v[-1]) * 4 + 1, -abs(v[0]) * 4 - 1, 1e300, -1e300], dtype=torch.float64)
     sat = f.quantize(big).tolist()
     assert sat == [v[-1], v[0], v[-1], v[0]]
-    if isinstance(f, (dl.formats.Posit, dl.formats.LogPosit, dl.formats.Minifloat)):  # symmetric formats
+    if isinstance(f, (dl.formats.Posit, dl.formats.LogPosit)) or (isinstance(f, FloatFormat) and f.signed):
         assert v[0] == -f.max
     # NaN
     nan = torch.tensor([math.nan, 1.0])
@@ -186,7 +188,7 @@ def test_family_properties(family: str) -> None:
 
 @settings(max_examples=EXAMPLES)
 @given(EXTRA)
-def test_ocp_finite_minifloat_properties(spec: str) -> None:
+def test_named_float_properties(spec: str) -> None:
     check_format(spec)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dtypelab as dl
-from dtypelab.formats.spec import VALID_FORMS
+from dtypelab.formats.registry import valid_forms
 
 SPECS = ["posit(8,1)", "posit(16,1)", "e4m3", "fp16", "bf16", "lp(8,2,2,0)", "lp(10,1,9,0.3)", "dt8", "nf4",
          "uint8", "int16", "codebook(0,1e-38,1)"]
@@ -65,7 +65,7 @@ def test_bad_specs_raise_value_error_naming_valid_forms(bad: str) -> None:
         dl.fmt(bad)
     msg = str(info.value)
     assert any(word in msg for word in ("valid", "must be", "takes", "need")), msg
-    assert any(ch.isdigit() for ch in msg) or VALID_FORMS in msg
+    assert any(ch.isdigit() for ch in msg) or valid_forms() in msg
 
 
 def test_unknown_spec_lists_every_valid_form() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dtypelab.cost.table import EnergyTable
-from dtypelab.formats import Format, Integer, LogPosit, Minifloat, Posit
+from dtypelab.formats import FloatFormat, Format, Integer, LogPosit, Posit
 from dtypelab.formats.codebook import IndexedFormat
 
 FP32 = "fp32"
@@ -98,7 +98,7 @@ class Datapath:
 
 OPERANDS: dict[type, Callable[[Format], Operand]] = {
     Integer: lambda f: Operand("int", f.bits, str(f)),
-    Minifloat: lambda f: Operand("fp", f.bits, str(f)),
+    FloatFormat: lambda f: Operand("fp", f.bits, str(f)),
     Posit: lambda f: Operand("posit", f.bits, str(f)),
     LogPosit: lambda f: Operand("lp", f.bits, str(f)),
     IndexedFormat: lambda f: Operand("codebook", f.bits, str(f)),

@@ -103,13 +103,23 @@ class Format(ABC):
 
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Values of integer ``codes`` (as produced by :meth:`encode`)."""
-        if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        c = self._checked_codes(codes, dtype)
+        table = _decode_table_cached(self, dtype).to(codes.device)
+        return table[c]
+
+    def _checked_codes(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``codes`` as int64 after the checks every ``decode`` makes: an integer tensor of codes in
+        ``[0, 2**bits)`` and a floating output ``dtype`` (TypeError / ValueError otherwise)."""
+        if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype.is_complex \
+                or codes.dtype == torch.bool:
             raise TypeError(f"codes must be an integer tensor, got {getattr(codes, 'dtype', type(codes))}")
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise TypeError(f"decode dtype must be a floating dtype, got {dtype}")
         c = codes.long()
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= 1 << self.bits):
-            raise ValueError(f"{self}: codes must lie in [0, {(1 << self.bits) - 1}]")
-        table = _decode_table(self, dtype).to(codes.device)
-        return table[c]
+            raise ValueError(f"{self}: codes must lie in [0, {(1 << self.bits) - 1}], got values in "
+                             f"[{int(c.min())}, {int(c.max())}]")
+        return c
 
 
 def _midpoint_table(f: Format) -> RoundingTable:
@@ -147,12 +157,6 @@ def _engine(f: Format) -> Engine:
 @lru_cache(maxsize=128)
 def _decode_table_cached(f: Format, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(f.code_values()).to(dtype)
-
-
-def _decode_table(f: Format, dtype: torch.dtype) -> torch.Tensor:
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f"decode dtype must be a floating dtype, got {dtype}")
-    return _decode_table_cached(f, dtype)
 
 
 __all__ = ["Format", "TABLE_BITS", "code_dtype"]

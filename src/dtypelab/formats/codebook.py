@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dtypelab.formats.base import Format
+from dtypelab.formats.registry import int_args, register_alias, register_family, register_pattern
 
 NF4_VALUES = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -103,3 +104,21 @@ def _dynamic_tree(n: int) -> tuple[float, ...]:
         level = (10 ** (i - (n - 2))) * means
         data += level.tolist() + (-level).tolist()
     return tuple(sorted(data))
+
+
+def _codebook(args: list[str]) -> Codebook:
+    try:
+        return Codebook(tuple(float(a) for a in args))
+    except ValueError as err:
+        raise ValueError(f"codebook: {err}") from None
+
+
+def _dt(args: list[str]) -> DynamicTree:
+    return DynamicTree(*int_args(args, 1, "dt"))
+
+
+register_family("dt", _dt, forms=("dt(n)",))
+register_pattern(r"dt(\d+)", _dt, "dtN")
+register_family("nf4", lambda a: NF4(*int_args(a, 0, "nf4")), forms=("nf4()",))
+register_alias("nf4", NF4())
+register_family("codebook", _codebook, forms=("codebook(v1,v2,...)",))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dtypelab.formats.base import Format
+from dtypelab.formats.registry import int_args, register_family, register_pattern
 
 
 @dataclass(frozen=True, repr=False)
@@ -40,3 +41,17 @@ class Integer(Format):
         if self.signed:
             codes = np.where(codes >= 1 << (self.n - 1), codes - (1 << self.n), codes)
         return codes.astype(np.float64)
+
+
+def _int(args: list[str]) -> Integer:
+    return Integer(*int_args(args, 1, "int"), True)
+
+
+def _uint(args: list[str]) -> Integer:
+    return Integer(*int_args(args, 1, "uint"), False)
+
+
+register_family("int", _int, forms=("int(n)",))
+register_family("uint", _uint, forms=("uint(n)",))
+register_pattern(r"int(\d+)", _int, "intN")
+register_pattern(r"uint(\d+)", _uint, "uintN")

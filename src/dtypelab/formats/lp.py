@@ -34,6 +34,7 @@ import numpy as np
 
 from dtypelab.formats.base import Format
 from dtypelab.formats.posit import never_to_zero
+from dtypelab.formats.registry import int_args, register_family
 from dtypelab.kernels.table import DOWN, UP, RoundingTable
 
 _PRECISION = 60  # decimal digits used to round 2^q and to compare against it
@@ -55,8 +56,12 @@ class LogPosit(Format):
             raise ValueError(f"lp: es must be an integer in 0..4, got {self.es!r}")
         if not (isinstance(self.rs, int) and 1 <= self.rs <= self.n - 1):
             raise ValueError(f"lp: rs must be an integer in 1..n-1 = 1..{self.n - 1}, got {self.rs!r}")
-        if not (isinstance(self.sf, (int, float)) and math.isfinite(self.sf)):
-            raise ValueError(f"lp: sf must be a finite real number, got {self.sf!r}")
+        if not isinstance(self.sf, (int, float)) or isinstance(self.sf, bool):
+            raise TypeError(f"lp: sf must be a real number, got {self.sf!r}")
+        lo, hi = sf_range(self.n, self.es, self.rs)
+        if not ((isinstance(self.sf, int) or math.isfinite(self.sf)) and lo <= Fraction(self.sf) <= hi):
+            raise ValueError(f"lp({self.n},{self.es},{self.rs},sf): sf must lie in [{float(lo)}, {float(hi)}] "
+                             f"(every value 2^(... - sf) a normal float64), got {self.sf!r}")
         object.__setattr__(self, "sf", float(self.sf))
 
     inf_is_nan = True
@@ -78,6 +83,17 @@ class LogPosit(Format):
 
     def rounding_table(self) -> RoundingTable:
         return _lp_tables(self)[1]
+
+
+def sf_range(n: int, es: int, rs: int) -> tuple[Fraction, Fraction]:
+    """The sf for which every value of lp(n, es, rs, sf), minpos to maxpos, is a normal float64 number.
+
+    Example:
+        >>> [float(s) for s in sf_range(8, 2, 2)]
+        [-1015.125, 1014.125]
+    """
+    low, high = log_exponent(1, n, es, rs), log_exponent((1 << (n - 1)) - 1, n, es, rs)
+    return high - 1023, low + 1022
 
 
 def log_exponent(p: int, n: int, es: int, rs: int) -> Fraction:
@@ -208,3 +224,17 @@ def _lp_tables(f: LogPosit) -> tuple[np.ndarray, RoundingTable]:
     table = RoundingTable.with_specials(values, signed & ((1 << n) - 1), thresholds, tie,
                                        nan=nar, pinf=nar, ninf=nar, values32=values32)
     return code_values, table
+
+
+def _parse(args: list[str]) -> LogPosit:
+    if len(args) not in (3, 4):
+        raise ValueError(f"lp takes (n,es,rs) or (n,es,rs,sf), got {len(args)} arguments")
+    n, es, rs = int_args(args[:3], 3, "lp")
+    try:
+        sf = float(args[3]) if len(args) == 4 else 0.0
+    except ValueError:
+        raise ValueError(f"lp: sf must be a real number, got {args[3]!r}") from None
+    return LogPosit(n, es, rs, sf)
+
+
+register_family("lp", _parse, forms=("lp(n,es,rs,sf)",))

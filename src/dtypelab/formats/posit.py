@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dtypelab.formats.base import TABLE_BITS, Format, _engine
+from dtypelab.formats.registry import int_args, register_alias, register_family
 from dtypelab.kernels import posit_closed
 from dtypelab.kernels.engine import PositEngine
 from dtypelab.kernels.table import DOWN, UP, RoundingTable
@@ -76,7 +77,7 @@ class Posit(Format):
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if self.n <= TABLE_BITS:
             return super().decode(codes, dtype)
-        c = codes.detach().to("cpu", torch.int64).contiguous()
+        c = self._checked_codes(codes, dtype).detach().to("cpu").contiguous()
         out = torch.empty(c.shape, dtype=torch.float64)
         posit_closed.decode(c.view(-1).numpy(), out.view(-1).numpy(), self.n, self.es)
         return out.to(codes.device, dtype)
@@ -101,3 +102,8 @@ def never_to_zero(signed: np.ndarray, thresholds: np.ndarray, tie: np.ndarray) -
     z = int(np.flatnonzero(signed == 0)[0])
     thresholds[z - 1], tie[z - 1] = 0.0, UP
     thresholds[z], tie[z] = 0.0, DOWN
+
+
+register_family("posit", lambda a: Posit(*int_args(a, 2, "posit")), forms=("posit(n,es)",))
+for _name, _spec in {"posit8": "posit(8,0)", "posit16": "posit(16,1)", "posit32": "posit(32,2)"}.items():
+    register_alias(_name, _spec)

@@ -1,6 +1,8 @@
-"""Minifloats against ml_dtypes (clipped to ±max first: ml_dtypes' overflow differs by type), bit-exact.
+"""The float family against ml_dtypes (clipped to ±max first: ml_dtypes' overflow differs by type), bit-exact.
 
-Compared as bit patterns of the quantized values (so the sign of zero counts) and as codes.
+Compared as bit patterns of the quantized values (so the sign of zero counts) and as codes. ml_dtypes names
+semantics by suffix: ``float8_e4m3fn`` is OCP E4M3 (our ``e4m3``), ``float8_e4m3`` is IEEE-like (our
+``fp(4,3)``), ``fnuz``: finite, NaN at the negative-zero pattern, one (unsigned) zero.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import dtypelab as dl
 ORACLES = {
     "e4m3": md.float8_e4m3fn, "e5m2": md.float8_e5m2, "e3m2": md.float6_e3m2fn, "e2m3": md.float6_e2m3fn,
     "e2m1": md.float4_e2m1fn, "fp(3,4)": md.float8_e3m4, "bf16": md.bfloat16, "fp16": np.float16,
+    "fp(4,3)": md.float8_e4m3, "e4m3fnuz": md.float8_e4m3fnuz, "e5m2fnuz": md.float8_e5m2fnuz,
 }
+HAS_INF = ("e5m2", "fp(3,4)", "bf16", "fp16", "fp(4,3)")
 
 
 def _oracle(x: np.ndarray, dtype: type, vmax: float) -> np.ndarray:
@@ -27,7 +31,7 @@ def _oracle(x: np.ndarray, dtype: type, vmax: float) -> np.ndarray:
 
 @pytest.mark.parametrize("spec", list(ORACLES))
 @pytest.mark.parametrize("in_dtype", [np.float32, np.float64])
-def test_minifloat_matches_ml_dtypes_bit_exact(spec: str, in_dtype: type) -> None:
+def test_float_matches_ml_dtypes_bit_exact(spec: str, in_dtype: type) -> None:
     f = dl.fmt(spec)
     x = probe_inputs(f.values().numpy(), n_random=50_000, dtype=np.float32)
     x = np.concatenate([x, np.float32([0.0, -0.0, 1e-30, -1e-30, 1e-45, -1e-45])])
@@ -44,7 +48,7 @@ def test_minifloat_matches_ml_dtypes_bit_exact(spec: str, in_dtype: type) -> Non
 
 
 @pytest.mark.parametrize("spec", list(ORACLES))
-def test_minifloat_every_code_decodes_like_ml_dtypes(spec: str) -> None:
+def test_float_every_code_decodes_like_ml_dtypes(spec: str) -> None:
     f = dl.fmt(spec)
     codes = np.arange(1 << f.bits)
     ours = f.decode(t(codes), torch.float64).numpy()
@@ -64,7 +68,7 @@ def _decode_with_ml_dtypes(codes: np.ndarray, spec: str, bits: int) -> np.ndarra
 
 
 @pytest.mark.parametrize("spec", list(ORACLES))
-def test_minifloat_specials(spec: str) -> None:
+def test_float_specials(spec: str) -> None:
     f = dl.fmt(spec)
     info = md.finfo(ORACLES[spec]) if ORACLES[spec] is not np.float16 else np.finfo(np.float16)
     assert f.max == float(info.max)
@@ -72,12 +76,29 @@ def test_minifloat_specials(spec: str) -> None:
     x = torch.tensor([np.nan, np.inf, -np.inf, 1e300, -1e300], dtype=torch.float64)
     q = f.quantize(x)
     assert torch.isnan(q[0])
-    has_inf = spec in ("e5m2", "fp(3,4)", "bf16", "fp16")
-    assert q[1:3].tolist() == ([np.inf, -np.inf] if has_inf else [f.max, -f.max])
+    assert q[1:3].tolist() == ([np.inf, -np.inf] if spec in HAS_INF else [f.max, -f.max])
     assert q[3:].tolist() == [f.max, -f.max]  # finite overflow saturates
     if spec in ("e3m2", "e2m3", "e2m1"):
         with pytest.raises(ValueError, match="NaN"):
             f.encode(x)
+
+
+@pytest.mark.parametrize("spec", list(ORACLES))
+def test_nan_and_inf_codes_are_the_ones_ml_dtypes_writes(spec: str) -> None:
+    """nan_code / inf_code derive from the parameters; ml_dtypes' own NaN and +inf encodings pin them."""
+    f, dtype = dl.fmt(spec), ORACLES[spec]
+    word = np.uint16 if f.bits == 16 else np.uint8
+    with np.errstate(all="ignore"):
+        theirs = _decode_with_ml_dtypes(np.arange(1 << f.bits), spec, f.bits)
+        nan_word, inf_word = (int(v) for v in np.float32([np.nan, np.inf]).astype(dtype).view(word))
+    if f.nan_code is None:
+        assert not np.isnan(theirs).any()
+    else:
+        assert f.nan_code == nan_word & ((1 << f.bits) - 1)
+    if spec in HAS_INF:
+        assert f.inf_code == inf_word and theirs[f.inf_code] == np.inf
+    else:
+        assert f.inf_code is None and not np.isinf(theirs).any()
 
 
 def test_ocp_constants() -> None:
