@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dtypelab._io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -253,19 +254,6 @@ def to_csv(results: Iterable[Result]) -> str:
                          r.bits_per_weight, r.size_mb, r.fp32_size_mb, r.weight_mse, r.seconds, r.energy_pj,
                          json.dumps(r.metrics)])
     return buf.getvalue()
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLOADS,

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dtypelab._io import atomic_write
 from dtypelab.report.document import Document
-from dtypelab.sweep import SCALINGS, Result, ResultStore, atomic_write
+from dtypelab.sweep import SCALINGS, Result, ResultStore
 
 log = logging.getLogger(__name__)
 

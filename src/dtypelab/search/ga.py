@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dtypelab._io import atomic_write
 
 Genome = tuple[int, ...]
 Fitness = Callable[[list[Genome]], list[float]]  # scores a batch (lets an executor parallelise)
@@ -178,12 +179,7 @@ def _rng_state(data: list) -> tuple:
 
 
 def _save(path: str | os.PathLike, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state))
 
 
 def _load(path: str | os.PathLike) -> dict:

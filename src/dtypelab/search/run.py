@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import torch
 
+from dtypelab._io import atomic_write
 from dtypelab.search.executor import make_executor
 from dtypelab.search.ga import GAResult, GASettings, Genome, evolve, random_search
 from dtypelab.search.objective import Objective
@@ -267,19 +267,13 @@ def _write_outputs(out: Path, result: SearchResult) -> None:
     from dtypelab.model.config import QuantConfig
 
     QuantConfig.coerce(result.best.config).to_yaml(out / "best_config.yaml")
-    _atomic_text(out / "results.json", json.dumps(result.to_json(), indent=2))
+    atomic_write(out / "results.json", json.dumps(result.to_json(), indent=2))
     key = result.primary_metric
     lines = ["label,bits_per_weight,objective," + key]
     lines += [f"{e.label},{e.bits_per_weight},{e.objective},{e.metrics[key]}" for e in result.pareto]
-    _atomic_text(out / "pareto.csv", "\n".join(lines) + "\n")
-    _atomic_text(out / "summary.md", result.table() + "\n")
+    atomic_write(out / "pareto.csv", "\n".join(lines) + "\n")
+    atomic_write(out / "summary.md", result.table() + "\n")
     from dtypelab.report.result_plots import pareto_plot
 
     pareto_plot(result, out / "pareto.png")
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
