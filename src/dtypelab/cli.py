@@ -92,9 +92,9 @@ def sweep(
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """Sweep formats x scaling on workloads; resumable; writes results.json/.csv and report.md/.html."""
+    from dtypelab.experiments.sweep import SCALINGS, SweepFile
+    from dtypelab.experiments.sweep import sweep as run_sweep
     from dtypelab.report import sweep_report
-    from dtypelab.sweep import SCALINGS, SweepFile
-    from dtypelab.sweep import sweep as run_sweep
 
     try:
         spec = SweepFile.load(file) if file else SweepFile()
@@ -156,9 +156,9 @@ def search(
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """LPQ-style genetic search of per-layer formats under a bit budget."""
-    from dtypelab.search import GASettings
-    from dtypelab.search import search as run_search
-    from dtypelab.search.run import OBJECTIVES
+    from dtypelab.experiments.search import GASettings
+    from dtypelab.experiments.search import search as run_search
+    from dtypelab.experiments.search.run import OBJECTIVES
 
     try:
         if objective not in OBJECTIVES:

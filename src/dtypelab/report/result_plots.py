@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dtypelab._io import atomic_write
+from dtypelab._pareto import pareto_indices
 
 
 def _figure(width: float = 7.0, height: float = 4.2) -> tuple[Any, Any]:
@@ -43,12 +44,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     >>> pareto_front([(8, 90.0), (4, 80.0), (6, 70.0), (32, 91.0)])
     [(4, 80.0), (8, 90.0), (32, 91.0)]
     """
-    front, best = [], -np.inf
-    for bits, metric in sorted(points, key=lambda p: (p[0], -p[1])):
-        if metric > best:
-            front.append((bits, metric))
-            best = metric
-    return front
+    kept = pareto_indices([b for b, _ in points], [m for _, m in points], maximize=True)
+    return [tuple(points[i]) for i in kept]
 
 
 def metric_vs_bits(rows: Iterable[tuple[str, float, float]], metric: str, title: str, path: str | os.PathLike) -> Path:

@@ -12,13 +12,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dtypelab._io import atomic_write
 from dtypelab.report.document import Document
-from dtypelab.sweep import SCALINGS, Result, ResultStore
 
 log = logging.getLogger(__name__)
+
+#: the sweep's scaling rows, in the order the PositTune table shows them
+SCALING_ROWS = ("none", "adaptive")
+
+
+class Result(Protocol):
+    """What the report reads of a sweep row (``dtypelab.experiments.store.Result``)."""
+
+    workload: str
+    cell: str
+    scaling: str
+    primary_metric: str
+    bits_per_weight: float
+    size_mb: float
+    weight_mse: float
+    energy_pj: float | None
+
+    @property
+    def primary(self) -> float: ...
+
+
+class ResultStore(Protocol):
+    """What the report reads of a result store: its directory and its rows by key."""
+
+    dir: Path
+    results: dict[str, Any]
 
 HISTOGRAM_FORMATS = ("posit(8,1)", "posit(6,1)", "e4m3", "lp(8,2,2,0)")
 ACCURACY_FORMATS = ("posit(8,1)", "posit(6,1)", "lp(8,2,2,0)", "lp(6,1,2,0)", "e4m3", "e5m2", "int8")
@@ -91,7 +116,7 @@ def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) 
     header = ["scaling", *cells]
     rows = []
     point = _point(table)
-    for scaling in SCALINGS:
+    for scaling in SCALING_ROWS:
         rows.append([scaling, *(_fmt(table[(c, scaling)].primary, point) if (c, scaling) in table else ""
                                 for c in cells)])
     return header, rows
