@@ -161,19 +161,19 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
         raise ValueError(f"budget must be a positive, finite number of bits per weight, got {budget!r}")
     if activations is None:
         activations = [DEFAULT_ACTIVATIONS.get(space, None) if isinstance(space, str) else None]
-    problem = build_problem(wl, space, activations, batches=batches)
-    costs = problem.gene_costs()
-    budget_bits = budget * sum(problem.numel)
-    cheapest = sum(min(c) for c in costs)
-    if cheapest > budget_bits:
-        raise ValueError(f"budget {budget} bits/weight is below the cheapest configuration "
-                         f"({cheapest / sum(problem.numel):.3f} bits/weight) of this space")
     out = Path(out_dir) if out_dir else None
     lock = RunLock(out, "search output") if out else None
     try:
         if out:
             _check_run(out, _fingerprint(wl, space, budget, activations, objective, settings, batches, ablation),
                        resume)
+        problem = build_problem(wl, space, activations, batches=batches)
+        costs = problem.gene_costs()
+        budget_bits = budget * sum(problem.numel)
+        cheapest = sum(min(c) for c in costs)
+        if cheapest > budget_bits:
+            raise ValueError(f"budget {budget} bits/weight is below the cheapest configuration "
+                             f"({cheapest / sum(problem.numel):.3f} bits/weight) of this space")
         with make_executor(executor, workers) as run:
             def fitness_under(obj: Objective) -> Callable[[list[Genome]], list[float]]:
                 score = Score(problem, obj)
