@@ -190,11 +190,17 @@ def test_cost_prints_tables_and_totals(runner, tmp_path):
 def test_search_space_keeps_the_commas_inside_parentheses(runner, user, tmp_path):
     """Issue 19 item 12: 'posit(6,1),lp(...)' was split into 'posit(6' and '1)'."""
     assert split_specs("posit(6,1),lp(6,1,2,0)/tensor/none") == ["posit(6,1)", "lp(6,1,2,0)/tensor/none"]
-    result = invoke(runner, "search", "--model", f"{user}:build", "--eval", f"{user}:evaluate", "--calib",
-                    f"{user}:batches", "--space", "posit(6,1)/tensor/log2-hist,posit(8,1)/tensor/log2-hist",
-                    "--budget", "8", "--generations", "1", "--population", "4", "--executor", "serial",
-                    "--out", tmp_path / "s")
+    old = os.umask(0o022)
+    try:
+        result = invoke(runner, "search", "--model", f"{user}:build", "--eval", f"{user}:evaluate", "--calib",
+                        f"{user}:batches", "--space", "posit(6,1)/tensor/log2-hist,posit(8,1)/tensor/log2-hist",
+                        "--budget", "8", "--generations", "1", "--population", "4", "--executor", "serial",
+                        "--out", tmp_path / "s")
+    finally:
+        os.umask(old)
     assert result.exit_code == 0, result.output
+    for name in ("best_config.yaml", "results.json", "summary.md", "pareto.png", "checkpoint.json"):
+        assert stat.S_IMODE((tmp_path / "s" / name).stat().st_mode) == 0o644, name  # issue 19 item 16
     best = json.loads((tmp_path / "s" / "results.json").read_text())["best"]["config"]
     assert {r["weights"] for r in best["layers"]} <= {"posit(6,1)/tensor/log2-hist", "posit(8,1)/tensor/log2-hist"}
 

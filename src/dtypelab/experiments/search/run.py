@@ -291,7 +291,7 @@ def _front(result: GAResult, problem: Problem) -> list[Genome]:
 def _write_outputs(out: Path, result: SearchResult) -> None:
     from dtypelab.model.config import QuantConfig
 
-    QuantConfig.coerce(result.best.config).to_yaml(out / "best_config.yaml")
+    atomic_write(out / "best_config.yaml", QuantConfig.coerce(result.best.config).to_yaml())
     atomic_write(out / "results.json", json.dumps(result.to_json(), indent=2))
     key = result.primary_metric
     lines = ["label,bits_per_weight,objective," + key]
