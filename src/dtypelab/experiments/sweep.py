@@ -1,10 +1,12 @@
 """The default sweep: workloads × formats × {no scaling, adaptive scaling} on the weights and activations of the
 linear and conv layers (the PositTune setup), resumable, written atomically to ``runs/<name>/``.
 
-A cell quantizes a fresh copy of the workload's model with one config, evaluates it, and records the metrics,
-the stored bits per weight (scales included), the model's weight size in MB, the mean weight MSE, and the
-energy of one forward pass on one sample (``dl.cost.energy``, the lab's table). Cells
-already in ``results.json`` are not recomputed, so an interrupted sweep continues where it stopped.
+A cell is one :func:`dtypelab.experiments.evaluate` of the workload under the cell's config: the metrics, the
+stored bits per weight (scales included), the model's weight size in MB, the mean weight MSE, and the energy
+of one forward pass on :func:`~dtypelab.experiments.example_batch`. Rows go to the
+:class:`~dtypelab.experiments.store.ResultStore`; a row computed with the same schemes and settings (the
+test-item limit, the workload's settings) is not recomputed, so an interrupted sweep continues where it
+stopped. The cells run on any executor (``serial``, ``process``, ``ray``).
 
 Scaling, per format family:
 
@@ -131,7 +133,9 @@ def cell_settings(workload: Any, limit: int | None) -> dict[str, Any]:
     own = getattr(workload, "settings", None)
     if dataclasses.is_dataclass(own) and not isinstance(own, type):
         own = dataclasses.asdict(own)
-    return {"limit": limit, "workload": own if isinstance(own, dict) else None if own is None else repr(own)}
+    elif own is not None and not isinstance(own, dict):
+        own = repr(own)
+    return {"limit": limit, "workload": own}
 
 
 def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) -> Result:
@@ -154,12 +158,9 @@ class _Task:
     scaling: str
     limit: int | None
 
-    def __call__(self) -> Result:
-        return run_cell(self.workload, self.cell, self.scaling, self.limit)
-
 
 def _run(task: _Task) -> Result:
-    return task()
+    return run_cell(task.workload, task.cell, task.scaling, task.limit)
 
 
 class SweepFile(BaseModel):
