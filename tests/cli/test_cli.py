@@ -1,51 +1,17 @@
-"""Every command through typer's runner: results, and one line + exit code 2 for every kind of bad input."""
+"""Every command through typer's runner: results, and one line + exit code 2 for every kind of bad input.
+
+``user`` is a user workload file (``tests/conftest.py``): a small trained MLP with ``build``, ``evaluate``
+(``accuracy`` and the number of ``items``), ``batches`` and ``not_a_module``.
+"""
 
 import json
 import os
 import stat
-import sys
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
 
 from dtypelab.cli import app, split_specs
-
-USER_FILE = textwrap.dedent('''
-    import torch
-
-    _g = torch.Generator().manual_seed(0)
-    X = torch.randn(96, 8, generator=_g)
-    Y = (X[:, :4].sum(1) > X[:, 4:].sum(1)).long()
-
-
-    def build():
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-        opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        for _ in range(60):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(X), Y).backward()
-            opt.step()
-        return model
-
-
-    def evaluate(model, limit=None):
-        x, y = (X[:limit], Y[:limit]) if limit else (X, Y)
-        with torch.no_grad():
-            return {"accuracy": 100.0 * float((model(x).argmax(1) == y).float().mean()), "items": float(len(y))}
-
-
-    evaluate.primary_metric = "accuracy"
-
-
-    def batches():
-        return [X[:32], X[32:64]]
-
-
-    def not_a_module():
-        return 3
-''')
 
 
 @pytest.fixture
@@ -54,10 +20,8 @@ def runner():
 
 
 @pytest.fixture
-def user(tmp_path):
-    path = tmp_path / "mywl.py"
-    path.write_text(USER_FILE)
-    return str(path)
+def user(user_workload_file):
+    return str(user_workload_file)
 
 
 def invoke(runner, *args, **kwargs):
@@ -295,21 +259,3 @@ def test_corrupt_results_file(runner, user, tmp_path):
     assert_one_line_error(invoke(runner, *sweep_args(user, tmp_path / "runs")), "results.json", "row 0")
     (run / "results.json").write_text("{")
     assert_one_line_error(invoke(runner, *sweep_args(user, tmp_path / "runs")), "cannot read results file")
-
-
-@pytest.mark.ray
-def test_sweep_on_ray_writes_the_results_of_a_serial_run(runner, user, tmp_path):
-    """``--executor ray`` runs the cells on a local Ray instance; results.json equals the serial run's."""
-    pytest.importorskip("ray")
-    runs = tmp_path / "runs"
-    cells = ["-f", "int8/channel/absmax", "--limit", "60"]
-    serial = invoke(runner, *sweep_args(user, runs, "--name", "serial", *cells))
-    ray = invoke(runner, *sweep_args(user, runs, "--name", "ray", "--executor", "ray", "--workers", "2", *cells))
-    assert serial.exit_code == 0 and ray.exit_code == 0, ray.output
-
-    def rows(name):
-        return [{k: v for k, v in r.items() if k != "seconds"}
-                for r in json.loads((runs / name / "results.json").read_text())["results"]]
-
-    assert len(rows("ray")) == 3 and rows("ray") == rows("serial")
-    assert "ray" not in sys.modules or not __import__("ray").is_initialized()  # the local instance was shut down

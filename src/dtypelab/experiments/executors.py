@@ -139,7 +139,8 @@ def _ray_apply(paths: list[str], modules: list[tuple[str, str]], payload: bytes)
 class RayExecutor(Executor):
     """Ray tasks on a local Ray instance (started here and shut down on ``close``) or the cluster at ``address``.
 
-    Tasks are pickled here with :mod:`pickle`, like the process executor's, so both run exactly the same work.
+    Tasks are pickled here (with Ray's cloudpickle, which also takes classes it cannot import by name) and
+    unpickled in the worker after the user's file modules are loaded.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
@@ -156,7 +157,7 @@ class RayExecutor(Executor):
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
         paths, modules = list(sys.path), _user_modules()
-        refs = [self._remote.remote(paths, modules, pickle.dumps((fn, item))) for item in items]
+        refs = [self._remote.remote(paths, modules, self._ray.cloudpickle.dumps((fn, item))) for item in items]
         return (self._ray.get(ref) for ref in refs)
 
     def close(self) -> None:

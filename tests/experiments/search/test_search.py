@@ -96,23 +96,3 @@ def test_process_workers_exit_when_the_search_is_killed(tmp_path):
     while any(alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in workers)
-
-
-def test_ray_executor_on_a_local_instance(workload):
-    ray = pytest.importorskip("ray")  # an optional backend: dtypelab[ray]
-    import os
-    from pathlib import Path
-
-    tests_dir = str(Path(__file__).resolve().parents[1])  # Ray's workers unpickle the conftest workload
-    ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}})
-    try:
-        run = make_executor("ray")
-        assert run(abs, [-3, 1, -2]) == [3, 1, 2]
-        settings = GASettings(population=4, generations=1, seed=0)
-        via_ray = search(workload, space="lp", budget=5.0, settings=settings, executor="ray")
-        serial = search(workload, space="lp", budget=5.0, settings=settings, executor="serial")
-        assert via_ray.best.config == serial.best.config  # the same seeded search, scored remotely
-        assert via_ray.best.objective == pytest.approx(serial.best.objective)
-    finally:
-        ray.shutdown()
