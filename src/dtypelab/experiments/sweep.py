@@ -233,7 +233,7 @@ def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLO
                         jobs.append(_Task(wl, cell, scaling, limit))
         todo = [j for j in jobs if isinstance(j, _Task)]
         bar = tqdm(jobs, desc=f"sweep {name}", disable=not progress, unit="cell")
-        with make_executor(executor, workers) as run:
+        with make_executor(executor if todo else "serial", workers) as run:  # nothing to do: start no workers
             results = run.map(_run, todo)
             for job in bar:
                 if isinstance(job, str):
