@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dtypelab.experiments.evaluate import evaluate
-from dtypelab.experiments.executors import make_executor
+from dtypelab.experiments.executors import EXECUTORS, make_executor
 from dtypelab.experiments.store import Result, ResultStore, run_dir
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,8 @@ def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLO
         if s not in SCALINGS:
             raise ValueError(f"unknown scaling {s!r}; valid: {', '.join(SCALINGS)}")
     check_limit(limit)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     directory = run_dir(runs_dir, name)
     loaded = [registry.get(w) if isinstance(w, str) else w for w in workloads]
     cells = cells_for(formats)
