@@ -189,11 +189,11 @@ def main() -> None:
         rows += run(name, args.iters)
     header = ["workload", "path", "latency ms", "speed-up vs FP32 eager", "size on disk MB",
               "metric real", "metric dtypelab sim", "real - sim", "est. energy FP32/int8"]
-    from dtypelab.cost.energy import markdown
+    from dtypelab._markdown import markdown_table
 
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; metric = top1 % (digits), recall@1 (minilm)\n")
-    print(markdown(header, rows))
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

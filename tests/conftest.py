@@ -1,4 +1,5 @@
 import os
+import textwrap
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -53,3 +54,48 @@ class TinyDigits:
 @pytest.fixture(scope="session")
 def tiny_digits():
     return TinyDigits()
+
+
+USER_WORKLOAD = textwrap.dedent('''
+    import torch
+
+    _g = torch.Generator().manual_seed(0)
+    X = torch.randn(96, 8, generator=_g)
+    Y = (X[:, :4].sum(1) > X[:, 4:].sum(1)).long()
+
+
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(60):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X), Y).backward()
+            opt.step()
+        return model
+
+
+    def evaluate(model, limit=None):
+        x, y = (X[:limit], Y[:limit]) if limit else (X, Y)
+        with torch.no_grad():
+            return {"accuracy": 100.0 * float((model(x).argmax(1) == y).float().mean()), "items": float(len(y))}
+
+
+    evaluate.primary_metric = "accuracy"
+
+
+    def batches():
+        return [X[:32], X[32:64]]
+
+
+    def not_a_module():
+        return 3
+''')
+
+
+@pytest.fixture
+def user_workload_file(tmp_path):
+    """A user's workload file for ``--model FILE:build --eval FILE:evaluate --calib FILE:batches``."""
+    path = tmp_path / "mywl.py"
+    path.write_text(USER_WORKLOAD)
+    return path

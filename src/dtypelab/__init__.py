@@ -1,6 +1,6 @@
 """dtypelab: exact, fast low-precision number formats and quantization for PyTorch models.
 
-``import dtypelab`` stays light: formats and schemes load now, the model, search, cost and workload layers
+``import dtypelab`` stays light: formats and schemes load now, the model, experiments, cost and workload layers
 on first use.
 
 Example:
@@ -22,7 +22,8 @@ _LAZY = {
     "integer": ("dtypelab.model.integer", None),
     "metrics": ("dtypelab.metrics", None),
     "workloads": ("dtypelab.workloads", None),
-    "search": ("dtypelab.search", None),
+    "search": ("dtypelab.experiments.search", None),
+    "experiments": ("dtypelab.experiments", None),
     "cost": ("dtypelab.cost", None),
 }
 

@@ -1,19 +1,28 @@
-"""The ``dtypelab`` command. Thin: every command is a call into the library.
+"""The ``dtypelab`` command. Thin: every command parses its options, calls the library, and prints.
+
+This is the only module that formats console text. Every error the library raises for bad input (a bad spec,
+an unknown or unavailable workload, a missing or malformed file, a directory that cannot be written, a corrupt
+results file) ends the command with one line on stderr and exit code 2.
 
 Example:
     $ dtypelab formats
     $ dtypelab formats plot "posit(8,1)" "lp(8,2,2,0)" e4m3 -o accuracy.png
     $ dtypelab sweep                                  # the default sweep -> runs/default/report.html
+    $ dtypelab sweep --executor ray --limit 100       # the cells on a local Ray instance
     $ dtypelab quantize --workload digits-vgg --config config.yaml
+    $ dtypelab quantize --workload digits-vgg --scheme "posit(6,1)/tensor/log2-hist"
     $ dtypelab search --workload digits-vgg --space lp --budget 5.0
+    $ dtypelab search --workload digits-vgg --space "posit(6,1),posit(8,1)/channel/sqnr" --budget 7
     $ dtypelab cost --workload digits-vgg --config config.yaml
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -24,9 +33,76 @@ app.add_typer(formats_app, name="formats")
 from dtypelab.formats import STANDARD_FORMATS as DEFAULT_FORMATS  # noqa: E402
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input (or an unusable file or directory), not a bug."""
+    import yaml
+
+    from dtypelab.workloads import WorkloadUnavailable
+
+    return ValueError, TypeError, KeyError, OSError, yaml.YAMLError, WorkloadUnavailable
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        return err.args[0]  # str(KeyError) would quote it
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn the library's bad-input errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as err:
+        if isinstance(err, _input_errors()):
+            _fail(_message(err))
+        raise
+
+
+def _config(config: Path | None, scheme: str | None, activations: str | None) -> Any:
+    """``--config FILE`` (loaded now, so a bad file is named) or ``--scheme SPEC`` (+ ``--activations``)."""
+    import yaml
+
+    from dtypelab.model.config import QuantConfig
+
+    if (config is None) == (scheme is None):
+        raise ValueError("give exactly one of --config FILE (a YAML/JSON/TOML config) or --scheme SPEC "
+                         "(one scheme, e.g. 'posit(6,1)/tensor/log2-hist')")
+    if scheme is not None:
+        return QuantConfig.coerce({"weights": scheme, "activations": activations})
+    if activations is not None:
+        raise ValueError("--activations goes with --scheme; a --config file sets its own activations")
+    try:
+        return QuantConfig.load(config)
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(config)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def split_specs(text: str) -> list[str]:
+    """Comma-separated specs, not split at the commas inside parentheses.
+
+    >>> split_specs("posit(6,1), lp(8,2,2,0)/tensor/none,int8/channel/absmax")
+    ['posit(6,1)', 'lp(8,2,2,0)/tensor/none', 'int8/channel/absmax']
+    """
+    parts, depth, current = [], 0, []
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    if depth != 0:
+        raise ValueError(f"unbalanced parentheses in {text!r}")
+    return [p.strip() for p in parts if p.strip()]
 
 
 @formats_app.callback(invoke_without_command=True)
@@ -40,10 +116,8 @@ def formats_table(
         return
     from dtypelab.report.tables import format_table
 
-    try:
+    with _one_line_errors():
         typer.echo(format_table(spec or DEFAULT_FORMATS))
-    except ValueError as err:
-        _fail(str(err))
 
 
 @formats_app.command("plot")
@@ -54,16 +128,16 @@ def formats_plot(
     """Draw each format's decimal accuracy against log2|x| (the figures of the posit and LP papers)."""
     from dtypelab.report.plots import accuracy_plot
 
-    try:
+    with _one_line_errors():
         accuracy_plot(specs, output)
-    except ValueError as err:
-        _fail(str(err))
     typer.echo(f"wrote {output}")
 
 
 UserModel = Annotated[str | None, typer.Option("--model", help="Your model: pkg.module:factory (no arguments).")]
 UserEval = Annotated[str | None, typer.Option("--eval", help="Your metric: pkg.module:evaluate(model) -> dict.")]
 UserCalib = Annotated[str | None, typer.Option("--calib", help="Calibration batches: pkg.module:batches().")]
+Executor = Annotated[str, typer.Option(help="serial, process or ray (a local Ray instance).")]
+Workers = Annotated[int | None, typer.Option(help="Workers for --executor process / ray (default: one per core).")]
 
 
 def _workloads(names: list[str] | None, model: str | None, evaluate: str | None, calib: str | None) -> list:
@@ -71,65 +145,68 @@ def _workloads(names: list[str] | None, model: str | None, evaluate: str | None,
 
     if model or evaluate:
         if not (model and evaluate):
-            _fail("a user workload needs both --model and --eval")
+            raise ValueError("a user workload needs both --model and --eval")
         return [workloads.load_user(model=model, evaluate=evaluate, calib=calib)]
     return [workloads.get(n) for n in (names or ["digits-vgg", "minilm"])]
 
 
 @app.command()
 def sweep(
-    name: Annotated[str, typer.Option(help="Run name: results go to RUNS_DIR/NAME.")] = "default",
+    name: Annotated[str | None, typer.Option(help="Run name: results go to RUNS_DIR/NAME (default 'default').")]
+    = None,
     workload: Annotated[list[str] | None, typer.Option("--workload", "-w", help="Workloads (default: all).")] = None,
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="Formats or schemes (default set).")] = None,
     scaling: Annotated[list[str] | None, typer.Option(help="none and/or adaptive (default both).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
     limit: Annotated[int | None, typer.Option(help="Evaluate on this many test items (a quick look).")] = None,
     file: Annotated[Path | None, typer.Option(help="A YAML sweep file (keys as these options).")] = None,
+    executor: Executor = "serial", workers: Workers = None,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """Sweep formats x scaling on workloads; resumable; writes results.json/.csv and report.md/.html."""
+    from dtypelab.experiments.sweep import SCALINGS, SweepFile
+    from dtypelab.experiments.sweep import sweep as run_sweep
     from dtypelab.report import sweep_report
-    from dtypelab.sweep import SCALINGS, SweepFile
-    from dtypelab.sweep import sweep as run_sweep
 
-    try:
+    with _one_line_errors():
         spec = SweepFile.load(file) if file else SweepFile()
         wls = _workloads(workload or spec.workloads, model, evaluate, calib)
-        store = run_sweep(name if file is None else spec.name, wls, fmt or spec.formats,
-                          scaling or spec.scalings or list(SCALINGS), runs_dir,
-                          limit if limit is not None else spec.limit)
+        store = run_sweep(name or spec.name, wls, fmt or spec.formats, scaling or spec.scalings or list(SCALINGS),
+                          runs_dir, limit if limit is not None else spec.limit, executor=executor, workers=workers)
         training = next((getattr(w, "plot_training_curves", None) for w in wls if w.name == "digits-vgg"), None)
         md, html = sweep_report.write(store, wls, training_plot=training)
-    except ValueError as err:
-        _fail(str(err))
     typer.echo(f"wrote {store.dir / 'results.json'}, {md} and {html}")
 
 
 @app.command()
 def quantize(
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="A registered workload.")] = None,
-    config: Annotated[str, typer.Option(help="A config file (YAML/JSON/TOML) or one scheme for the weights.")] = "",
-    activations: Annotated[str | None, typer.Option(help="With a scheme as --config: the activations' scheme.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A config file (YAML/JSON/TOML).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Instead of --config: one scheme for every weight.")] = None,
+    activations: Annotated[str | None, typer.Option(help="With --scheme: the activations' scheme.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON and CSV with this stem.")] = None,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """Quantize a workload's model with a config, print the per-layer report and the metrics against FP32."""
-    import dtypelab as dl
+    from dtypelab.experiments import evaluate as measure
 
-    try:
+    with _one_line_errors():
+        cfg = _config(config, scheme, activations)
         wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
-        cfg: object = config if Path(config).exists() else {"weights": config, "activations": activations}
-        m = wl.model()
-        fp32 = wl.evaluate(m)
-        report = dl.quantize_model(m, cfg, calibration=wl.calibration())
-        metrics = wl.evaluate(m)
-    except ValueError as err:
-        _fail(str(err))
-    typer.echo(report.table())
-    if out:
-        report.to_json(out.with_suffix(".json"))
-        report.to_csv(out.with_suffix(".csv"))
+        user_without_calib = bool(model) and calib is None  # then only static activation scales need batches
+        fp32 = measure(wl, None, energy=False).metrics
+        outcome = measure(wl, cfg, calibration=None if user_without_calib else wl.calibration(), energy=False)
+        if out:
+            outcome.report.to_json(out.with_suffix(".json"))
+            outcome.report.to_csv(out.with_suffix(".csv"))
+    typer.echo(outcome.report.table())
+    metrics = outcome.metrics
     typer.echo("\n" + "\n".join(f"{k}: {fp32[k]:.4f} (fp32) -> {metrics[k]:.4f}" for k in metrics))
+
+
+def _progress(record: dict) -> None:
+    typer.echo(f"generation {record['generation']}: best {record['best']:.5f} mean {record['mean']:.5f} "
+               f"({record['evaluations']} evaluated)")
 
 
 @app.command()
@@ -141,8 +218,7 @@ def search(
     generations: Annotated[int, typer.Option()] = 12,
     population: Annotated[int, typer.Option()] = 24,
     seed: Annotated[int, typer.Option()] = 0,
-    executor: Annotated[str, typer.Option(help="process, serial or ray.")] = "process",
-    workers: Annotated[int | None, typer.Option(help="Processes for --executor process.")] = None,
+    executor: Executor = "process", workers: Workers = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/search-WORKLOAD-SPACE-BUDGET).")]
     = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output directory's checkpoint.")] = False,
@@ -152,23 +228,20 @@ def search(
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
 ) -> None:
     """LPQ-style genetic search of per-layer formats under a bit budget."""
-    from dtypelab.search import GASettings
-    from dtypelab.search import search as run_search
-    from dtypelab.search.run import OBJECTIVES
+    from dtypelab.experiments.search import GASettings
+    from dtypelab.experiments.search import search as run_search
+    from dtypelab.experiments.search.run import OBJECTIVES
+    from dtypelab.experiments.search.space import SPACES
 
-    try:
+    with _one_line_errors():
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
-        spaces = space if space in ("lp", "posit") else [s.strip() for s in space.split(",") if s.strip()]
+        spaces = space if space in SPACES else split_specs(space)
         out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
         result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation, batches=batches,
                             settings=GASettings(population=population, generations=generations, seed=seed),
-                            executor=executor, workers=workers, out_dir=out, resume=resume,
-                            progress=lambda r: typer.echo(f"generation {r['generation']}: best {r['best']:.5f} "
-                                                          f"mean {r['mean']:.5f} ({r['evaluations']} evaluated)"))
-    except ValueError as err:
-        _fail(str(err))
+                            executor=executor, workers=workers, out_dir=out, resume=resume, progress=_progress)
     typer.echo(result.table())
     typer.echo(f"\nwrote {out}/best_config.yaml, results.json, pareto.csv, pareto.png")
 
@@ -176,16 +249,30 @@ def search(
 @app.command()
 def cost(
     workload: Annotated[str, typer.Option("--workload", "-w", help="A registered workload.")],
-    config: Annotated[str, typer.Option(help="A config file or one scheme for weights and activations.")],
+    config: Annotated[Path | None, typer.Option(help="A config file (YAML/JSON/TOML).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Instead of --config: one scheme for weights and activations.")]
+    = None,
+    table: Annotated[Path | None, typer.Option(help="An energy table (YAML; default the lab's 45 nm table).")] = None,
+    accounting: Annotated[str, typer.Option(help="full (every term) or lab (the lab's count).")] = "full",
 ) -> None:
-    """Per-layer storage and energy of a workload's model under a config."""
-    from dtypelab.cost import cost_command
+    """Per-layer energy of one example and storage of a workload's model under a config, against FP32."""
+    from dtypelab import workloads
+    from dtypelab.experiments.evaluate import cost_breakdown
 
-    try:
-        cfg: object = config if Path(config).exists() else {"weights": config, "activations": config}
-        typer.echo(cost_command(workload, cfg))
-    except ValueError as err:
-        _fail(str(err))
+    with _one_line_errors():
+        cfg = _config(config, scheme, scheme)
+        c = cost_breakdown(workloads.get(workload), cfg, table=table, accounting=accounting)
+    e, e32, s = c.energy, c.fp32_energy, c.storage
+    ratio = f"{e32.total_pj / e.total_pj:.2f}x less" if e.total_pj else "no energy under the config"
+    lines = [
+        f"# {workload}: {config if config is not None else scheme}", "",
+        f"## Energy of one example ({accounting} accounting, table {e.table_name})", "", e.table(), "",
+        "## Storage", "", s.table(), "",
+        "## Totals", "",
+        f"energy: {e.total_pj / 1e6:.4f} µJ per example (FP32 {e32.total_pj / 1e6:.4f} µJ; {ratio})",
+        f"size:   {s.total_mb:.4f} MB (FP32 {s.fp32_bits / 8e6:.4f} MB; {s.compression:.2f}x smaller)",
+    ]
+    typer.echo("\n".join(lines))
 
 
 def main() -> None:

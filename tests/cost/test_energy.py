@@ -192,36 +192,3 @@ def test_report_table_and_dict(lab_layer):
     assert text.splitlines()[0].startswith("| layer") and "**total**" in text
     d = r.to_dict()
     assert d["total_pj"] == r.total_pj and [row["name"] for row in d["layers"]] == ["0", "2"]
-
-
-def test_cost_command_prints_tables_and_totals(tmp_path):
-    """``cost_command`` (the ``dtypelab cost`` CLI) on a registered workload and a YAML config file."""
-    from dtypelab import workloads
-    from dtypelab.cost import cost_command
-    from dtypelab.workloads import _REGISTRY
-
-    class Tiny(workloads.Workload):
-        name, primary_metric = "tiny-cost", "mse"
-
-        def _build_model(self) -> nn.Module:
-            return nn.Sequential(nn.Linear(128, 10))
-
-        def calibration(self, n_batches: int = 1) -> list[torch.Tensor]:
-            return [torch.rand(4, 128)] * n_batches
-
-        def run(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-            return model(batch)
-
-        def evaluate(self, model: nn.Module, limit: int | None = None) -> dict[str, float]:
-            return {"mse": 0.0}
-
-    workloads.register("tiny-cost", Tiny)
-    try:
-        cfg = tmp_path / "int8.yaml"
-        cfg.write_text("weights: int8/tensor/pow2\nactivations: uint8/tensor/pow2\n")
-        text = cost_command("tiny-cost", str(cfg), accounting="lab")
-    finally:
-        del _REGISTRY["tiny-cost"]
-    assert "| 0 " in text and "383.4" in text
-    assert "energy: 0.0004 µJ per example (FP32 0.0059 µJ; 15.33x less)" in text
-    assert "size:" in text and "smaller" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dtypelab.sweep as sw
+import dtypelab.experiments.sweep as sw
 
 # (cell, bits per weight, top-1 correct of 360 without / with adaptive scaling, recall@1 hits of 435 without / with)
 CELLS = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from report_helpers import synthetic_store
 
-import dtypelab.sweep as sw
+import dtypelab.experiments.sweep as sw
 from dtypelab.report import sweep_report
 from dtypelab.report.result_plots import _figure, _overlap, _place_labels, label_order, metric_vs_bits
 

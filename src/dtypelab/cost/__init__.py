@@ -10,10 +10,9 @@ Example:
     10248
 """
 
-from dtypelab.cost.command import cost_command
 from dtypelab.cost.energy import ACCOUNTING, TERM_DOC, EnergyReport, LayerEnergy, TermLine, energy
 from dtypelab.cost.storage import LayerStorage, StorageReport, storage
 from dtypelab.cost.table import LAB_TABLE, EnergyTable, load_table
 
-__all__ = ["energy", "storage", "cost_command", "EnergyReport", "LayerEnergy", "TermLine", "StorageReport",
+__all__ = ["energy", "storage", "EnergyReport", "LayerEnergy", "TermLine", "StorageReport",
            "LayerStorage", "EnergyTable", "LAB_TABLE", "load_table", "ACCOUNTING", "TERM_DOC"]

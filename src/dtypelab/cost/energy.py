@@ -33,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from dtypelab._markdown import markdown_table
 from dtypelab.cost.plans import Plan, resolve_plans
 from dtypelab.cost.pricing import Datapath, Op, datapath, priced, rescale_ops
 from dtypelab.cost.table import EnergyTable, load_table
@@ -133,7 +134,7 @@ class EnergyReport:
                 for r in self.rows]
         rows.append(["**total**", "", "", "", self.macs, *(_pj(v) for v in self.by_term().values()),
                      _pj(self.total_pj), "100.0%"])
-        return markdown(header, rows)
+        return markdown_table(header, rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"accounting": self.accounting, "table": self.table_name, "total_pj": self.total_pj,
@@ -146,29 +147,6 @@ class EnergyReport:
 
 def _pj(v: float) -> str:
     return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"
-
-
-def markdown(header: list[str], rows: list[list[Any]]) -> str:
-    """A plain aligned Markdown table (numbers right-aligned)."""
-    text = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(header)]
-    num = [bool(text) and all(_numeric(r[i]) for r in text) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, num, strict=True)) \
-            + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if n else "-" * (w + 2) for w, n in zip(widths, num, strict=True)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in text)])
-
-
-def _numeric(s: str) -> bool:
-    s = s.replace(",", "").rstrip("%")
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return s == ""
 
 
 # ---- counting -> priced lines ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.cost.energy import markdown
+from dtypelab._markdown import markdown_table
 from dtypelab.cost.plans import resolve_plans
 from dtypelab.model.layers import kind_of, raw_weight
 from dtypelab.schemes import quantize
@@ -81,7 +81,7 @@ class StorageReport:
                                   r.other_bits, f"{r.total_bits / 8e6:.4f}"] for r in self.rows]
         rows.append(["**total**", "", sum(r.weight_elems for r in self.rows), "", self.weight_bits,
                      sum(r.other_bits for r in self.rows), f"{self.total_mb:.4f}"])
-        return markdown(header, rows)
+        return markdown_table(header, rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"total_bits": self.total_bits, "total_mb": self.total_mb, "fp32_bits": self.fp32_bits,

@@ -15,7 +15,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dtypelab.report.tables import markdown_table
+from dtypelab._markdown import markdown_table
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

@@ -6,13 +6,15 @@ matplotlib (Agg) is imported lazily.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from dtypelab._io import atomic_write
+from dtypelab._pareto import pareto_indices
 
 
 def _figure(width: float = 7.0, height: float = 4.2) -> tuple[Any, Any]:
@@ -29,19 +31,11 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
     try:
         fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -50,12 +44,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     >>> pareto_front([(8, 90.0), (4, 80.0), (6, 70.0), (32, 91.0)])
     [(4, 80.0), (8, 90.0), (32, 91.0)]
     """
-    front, best = [], -np.inf
-    for bits, metric in sorted(points, key=lambda p: (p[0], -p[1])):
-        if metric > best:
-            front.append((bits, metric))
-            best = metric
-    return front
+    kept = pareto_indices([b for b, _ in points], [m for _, m in points], maximize=True)
+    return [tuple(points[i]) for i in kept]
 
 
 def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path: str | os.PathLike,

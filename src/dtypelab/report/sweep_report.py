@@ -16,13 +16,39 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from dtypelab._io import atomic_write
 from dtypelab.report.confidence import PROPORTIONS, Interval, interval
 from dtypelab.report.document import Document
-from dtypelab.sweep import SCALINGS, Result, ResultStore, atomic_write
 
 log = logging.getLogger(__name__)
+
+#: the sweep's scaling rows, in the order the PositTune table shows them
+SCALING_ROWS = ("none", "adaptive")
+
+
+class Result(Protocol):
+    """What the report reads of a sweep row (``dtypelab.experiments.store.Result``)."""
+
+    workload: str
+    cell: str
+    scaling: str
+    primary_metric: str
+    bits_per_weight: float
+    size_mb: float
+    weight_mse: float
+    energy_pj: float | None
+
+    @property
+    def primary(self) -> float: ...
+
+
+class ResultStore(Protocol):
+    """What the report reads of a result store: its directory and its rows by key."""
+
+    dir: Path
+    results: dict[str, Any]
 
 HISTOGRAM_FORMATS = ("posit(8,1)", "posit(6,1)", "e4m3", "lp(8,2,2,0)")
 ACCURACY_FORMATS = ("posit(8,1)", "posit(6,1)", "lp(8,2,2,0)", "lp(6,1,2,0)", "e4m3", "e5m2", "int8")
@@ -127,8 +153,8 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
 def posittune_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:
     """One row per format, one column per scaling (the PositTune table, turned so that it fits a page)."""
     point = _point(table)
-    rows = [[c, *(_shown(table[(c, s)], point) if (c, s) in table else "" for s in SCALINGS)] for c in cells]
-    return ["format", *(f"{s} scaling" for s in SCALINGS)], rows
+    rows = [[c, *(_shown(table[(c, s)], point) if (c, s) in table else "" for s in SCALING_ROWS)] for c in cells]
+    return ["format", *(f"{s} scaling" for s in SCALING_ROWS)], rows
 
 
 def seed002_table(table: dict[tuple[str, str], Result], cells: Sequence[str]) -> tuple[list[str], list[list]]:

@@ -8,36 +8,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Aligned Markdown table; numbers right-aligned."""
-    text_rows = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text_rows)) if text_rows else len(h) for i, h in enumerate(header)]
-    numeric = [all(_is_number(r[i]) for r in text_rows) if text_rows else False for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                                 for c, w, num in zip(cells, widths, numeric, strict=True)) + " |"
-
-    rule = [("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)]
-    sep = "|" + "|".join(rule) + "|"
-    return "\n".join([line(list(header)), sep, *(line(r) for r in text_rows)])
-
-
-def _cell(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
+from dtypelab._markdown import markdown_table
 
 
 def format_table(specs: Iterable[str]) -> str:

@@ -10,7 +10,7 @@
    at the budget's width are evaluated on the workload's test metric.
 
 Example (a tiny run on a user model is in the tests; the CLI is ``dtypelab search``):
-    >>> from dtypelab.search import search  # doctest: +SKIP
+    >>> from dtypelab.experiments.search import search  # doctest: +SKIP
     >>> result = search("digits-vgg", space="lp", budget=5.0)  # doctest: +SKIP
 """
 
@@ -20,18 +20,20 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from dtypelab.search.executor import make_executor
-from dtypelab.search.ga import GAResult, GASettings, Genome, evolve, random_search
-from dtypelab.search.objective import Objective
-from dtypelab.search.problem import Problem, build_problem
+from dtypelab._io import atomic_write
+from dtypelab._markdown import markdown_table
+from dtypelab._pareto import pareto_indices
+from dtypelab.experiments.evaluate import evaluate
+from dtypelab.experiments.executors import make_executor
+from dtypelab.experiments.search.ga import GAResult, GASettings, Genome, evolve, random_search
+from dtypelab.experiments.search.objective import Objective
+from dtypelab.experiments.search.problem import Problem, build_problem, layer_weights
+from dtypelab.experiments.store import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,6 @@ class SearchResult:
     ablation: list[Ablated] = field(default_factory=list)
 
     def table(self) -> str:
-        from dtypelab.report.tables import markdown_table
-
         key = self.primary_metric
         rows = [["fp32", 32.0, self.fp32[key], "", ""]]
         rows += [[e.label, round(e.bits_per_weight, 3), e.metrics[key],
@@ -121,16 +121,8 @@ class SearchResult:
                               **ev(a.best)} for a in self.ablation], **self.extra}
 
 
-def _evaluate(workload: Any, model: torch.nn.Module, config: dict | None, limit: int | None) -> dict[str, float]:
-    from dtypelab.model import quantize_model, restore
-
-    if config is None:
-        return workload.evaluate(model, limit=limit)
-    quantize_model(model, config)
-    try:
-        return workload.evaluate(model, limit=limit)
-    finally:
-        restore(model)
+def _evaluate(workload: Any, config: dict | None, limit: int | None) -> dict[str, float]:
+    return evaluate(workload, config, limit=limit, energy=False).metrics
 
 
 def uniform_config(weights: str, activations: str | None) -> dict:
@@ -165,47 +157,86 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
     from dtypelab import workloads
 
     wl = workloads.get(workload) if isinstance(workload, str) else workload
-    if budget <= 0:
-        raise ValueError(f"budget must be a positive number of bits per weight, got {budget}")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a positive, finite number of bits per weight, got {budget!r}")
     if activations is None:
         activations = [DEFAULT_ACTIVATIONS.get(space, None) if isinstance(space, str) else None]
-    problem = build_problem(wl, space, activations, batches=batches)
-    costs = problem.gene_costs()
-    budget_bits = budget * sum(problem.numel)
-    cheapest = sum(min(c) for c in costs)
-    if cheapest > budget_bits:
-        raise ValueError(f"budget {budget} bits/weight is below the cheapest configuration "
-                         f"({cheapest / sum(problem.numel):.3f} bits/weight) of this space")
     out = Path(out_dir) if out_dir else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    run = make_executor(executor, workers)
-
-    def fitness_under(obj: Objective) -> Callable[[list[Genome]], list[float]]:
-        score = Score(problem, obj)
-        return lambda genomes: run(score, genomes) if executor != "serial" else [score(g) for g in genomes]
-
-    others = {name: obj for name, obj in OBJECTIVES.items() if name != objective.name} if ablation else {}
+    lock = RunLock(out, "search output") if out else None
     try:
-        seeds = _seeds(problem)
-        ga = evolve(fitness_under(objective), costs, budget_bits, settings, seeds=seeds,
-                    checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
-        rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1,
-                            checkpoint=out / "checkpoint-random.json" if out else None, resume=resume)
-        ablated = {name: evolve(fitness_under(obj), costs, budget_bits, settings, seeds=seeds,
-                                checkpoint=out / f"checkpoint-{name}.json" if out else None, resume=resume)
-                   for name, obj in others.items()}
-    finally:
-        getattr(run, "close", lambda: None)()
+        if out:
+            _check_run(out, _fingerprint(wl, space, budget, activations, objective, settings, batches, ablation),
+                       resume)
+        problem = build_problem(wl, space, activations, batches=batches)
+        costs = problem.gene_costs()
+        budget_bits = budget * sum(problem.numel)
+        cheapest = sum(min(c) for c in costs)
+        if cheapest > budget_bits:
+            raise ValueError(f"budget {budget} bits/weight is below the cheapest configuration "
+                             f"({cheapest / sum(problem.numel):.3f} bits/weight) of this space")
+        with make_executor(executor, workers) as run:
+            def fitness_under(obj: Objective) -> Callable[[list[Genome]], list[float]]:
+                score = Score(problem, obj)
+                return lambda genomes: run(score, genomes)
 
-    model = problem.model
+            others = {name: obj for name, obj in OBJECTIVES.items() if name != objective.name} if ablation else {}
+            seeds = _seeds(problem)
+            ga = evolve(fitness_under(objective), costs, budget_bits, settings, seeds=seeds,
+                        checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
+            rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1,
+                                checkpoint=out / "checkpoint-random.json" if out else None, resume=resume)
+            ablated = {name: evolve(fitness_under(obj), costs, budget_bits, settings, seeds=seeds,
+                                    checkpoint=out / f"checkpoint-{name}.json" if out else None, resume=resume)
+                       for name, obj in others.items()}
+        result = _finish(wl, problem, objective, budget, ga, rnd, ablated, eval_limit, pareto_points, ablation)
+        if out:
+            _write_outputs(out, result)
+    finally:
+        if lock:
+            lock.close()
+    return result
+
+
+def _fingerprint(workload: Any, space: str | Sequence[str], budget: float, activations: Sequence[str | None],
+                 objective: Objective, settings: GASettings, batches: int, ablation: bool) -> dict[str, Any]:
+    """Everything a search's checkpoints depend on (a resumed search must ask for the same)."""
+    own = getattr(workload, "settings", None)
+    return {"workload": workload.name, "workload_settings": asdict(own) if is_dataclass(own) else repr(own),
+            "space": space if isinstance(space, str) else list(space), "budget": budget,
+            "activations": list(activations), "objective": objective.name, "ga": asdict(settings),
+            "batches": batches, "ablation": ablation}
+
+
+def _check_run(out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+    """Record what this search is in ``out/search.json``; on resume, refuse a search that asks for another."""
+    path = out / "search.json"
+    if resume and any(out.glob("checkpoint*.json")):
+        try:
+            stored = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"cannot resume the search in {str(out)!r}: it holds checkpoints but no search.json "
+                             "recording what they were computed for; start afresh (without --resume) or use "
+                             "another --out") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read {str(path)!r} ({err}); delete the directory or use another --out") \
+                from None
+        changed = [f"{k}: {stored.get(k)!r} then, {v!r} now" for k, v in fingerprint.items() if stored.get(k) != v]
+        if changed:
+            raise ValueError(f"cannot resume the search in {str(out)!r} with other settings ({'; '.join(changed)}); "
+                             "resume with the same settings, or start a new search in another --out")
+    atomic_write(path, json.dumps(fingerprint, indent=1))
+
+
+def _finish(wl: Any, problem: Problem, objective: Objective, budget: float, ga: GAResult, rnd: GAResult,
+            ablated: dict[str, GAResult], eval_limit: int | None, pareto_points: int, ablation: bool) -> SearchResult:
+    """Evaluate the winners, the Pareto front and the uniform baselines on the workload's test metric."""
     primary = wl.primary_metric
-    fp32 = _evaluate(wl, model, None, eval_limit)
+    fp32 = _evaluate(wl, None, eval_limit)
 
     def evaluated(label: str, genome: Genome, result: GAResult | None = None) -> Evaluated:
         config = problem.config(genome)
         obj = result.scored.get(genome) if result else None
-        return Evaluated(label, problem.bits_per_weight(genome), _evaluate(wl, model, config, eval_limit), obj, config)
+        return Evaluated(label, problem.bits_per_weight(genome), _evaluate(wl, config, eval_limit), obj, config)
 
     best = evaluated("ga-best", ga.best, ga)
     random_best = evaluated("random-best", rnd.best, rnd)
@@ -216,19 +247,16 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
     for spec in uniform_baselines(budget):
         config = uniform_config(spec, None if act is None else str(act))
         bits = _uniform_bits(problem, spec)
-        uniform.append(Evaluated(spec, bits, _evaluate(wl, model, config, eval_limit), None, config))
+        uniform.append(Evaluated(spec, bits, _evaluate(wl, config, eval_limit), None, config))
     terms = (Score(problem, OBJECTIVES["global"]), Score(problem, OBJECTIVES["local"]))
     winners = {objective.name: (best, ga.best)} if ablation else {}
     winners.update({name: (evaluated(f"ga-{name}", r.best, r), r.best) for name, r in ablated.items()})
     ablation_rows = [Ablated(name, e, terms[0](g), terms[1](g)) for name, (e, g) in winners.items()]
-    result = SearchResult(wl.name, primary, budget, fp32, best, random_best, pareto, uniform, ga.history,
+    return SearchResult(wl.name, primary, budget, fp32, best, random_best, pareto, uniform, ga.history,
                           ga.evaluations, objective.name,
                           {"random_best_objective": rnd.best_fitness, "layers": problem.layers,
                            "options_kept": [len(o) for o in problem.options], "options_total": problem.pruned_from},
                           ablation_rows)
-    if out:
-        _write_outputs(out, result)
-    return result
 
 
 def _uniform_bits(problem: Problem, spec: str) -> float:
@@ -236,7 +264,8 @@ def _uniform_bits(problem: Problem, spec: str) -> float:
     from dtypelab.schemes import Scheme
 
     scheme = Scheme.parse(spec)
-    bits = sum(size_only(problem.model.get_submodule(n).weight, scheme).storage_bits for n in problem.layers)
+    bits = sum(size_only(w, scheme).storage_bits for n in problem.layers
+               for w in layer_weights(problem.model.get_submodule(n)).values())
     return bits / sum(problem.numel)
 
 
@@ -253,33 +282,23 @@ def _seeds(problem: Problem) -> list[Genome]:
 
 
 def _front(result: GAResult, problem: Problem) -> list[Genome]:
-    """Scored genomes not dominated in (bits, objective), cheapest first."""
-    points = sorted(result.scored, key=lambda g: (problem.bits_per_weight(g), result.scored[g]))
-    front, best = [], math.inf
-    for g in points:
-        if result.scored[g] < best:
-            front.append(g)
-            best = result.scored[g]
-    return front[::-1]  # best objective (usually the most bits within budget) first
+    """Scored genomes not dominated in (bits, objective), best objective (usually the most bits) first."""
+    genomes = list(result.scored)
+    kept = pareto_indices([problem.bits_per_weight(g) for g in genomes], [result.scored[g] for g in genomes])
+    return [genomes[i] for i in kept][::-1]
 
 
 def _write_outputs(out: Path, result: SearchResult) -> None:
     from dtypelab.model.config import QuantConfig
 
-    QuantConfig.coerce(result.best.config).to_yaml(out / "best_config.yaml")
-    _atomic_text(out / "results.json", json.dumps(result.to_json(), indent=2))
+    atomic_write(out / "best_config.yaml", QuantConfig.coerce(result.best.config).to_yaml())
+    atomic_write(out / "results.json", json.dumps(result.to_json(), indent=2))
     key = result.primary_metric
     lines = ["label,bits_per_weight,objective," + key]
     lines += [f"{e.label},{e.bits_per_weight},{e.objective},{e.metrics[key]}" for e in result.pareto]
-    _atomic_text(out / "pareto.csv", "\n".join(lines) + "\n")
-    _atomic_text(out / "summary.md", result.table() + "\n")
+    atomic_write(out / "pareto.csv", "\n".join(lines) + "\n")
+    atomic_write(out / "summary.md", result.table() + "\n")
     from dtypelab.report.result_plots import pareto_plot
 
     pareto_plot(result, out / "pareto.png")
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dtypelab.search.objective import Objective, info_nce, relative_error
-from dtypelab.search.space import energy_centre, pareto_options, weight_options
+from dtypelab.experiments.search.objective import Objective, info_nce, relative_error
+from dtypelab.experiments.search.space import energy_centre, pareto_options, weight_options
 
 
 def test_info_nce_prefers_matching_representations():

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from dtypelab.experiments.search.objective import relative_error
+from dtypelab.experiments.search.space import pareto_options, weight_options
+from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.model.stats import size_only
 from dtypelab.schemes import Scheme, fake_quantize
-from dtypelab.search.objective import relative_error
-from dtypelab.search.space import pareto_options, weight_options
 
-SEARCHED_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 _LOADED: dict[str, tuple] = {}  # per process: problem token -> (model, batches, FP32 representations)
 
 
@@ -93,9 +93,9 @@ class Problem:
         rules = []
         for i, name in enumerate(self.layers):
             act = self.activations[acts[i]]
-            is_embedding = isinstance(self.model.get_submodule(name), nn.Embedding)
+            takes_activations = bool(kind_of(self.model.get_submodule(name)).activation_args)
             rules.append({"match": "re:^" + re.escape(name) + "$", "weights": str(self.options[i][weights[i]]),
-                          "activations": None if act is None or is_embedding else str(act)})
+                          "activations": None if act is None or not takes_activations else str(act)})
         return {"weights": None, "activations": None, "activation_scales": "dynamic", "layers": rules}
 
     def final_representation(self, genome: Sequence[int]) -> torch.Tensor:
@@ -110,14 +110,56 @@ class Problem:
             restore(self.model)
 
 
-def _capture(model: nn.Module, names: list[str], batch: Any, run: Any, keep: int) -> dict[str, tuple]:
-    seen: dict[str, tuple] = {}
+def searched_layers(model: nn.Module) -> list[str]:
+    """Names of the layers the search configures: every module of a registered layer kind
+    (:data:`dtypelab.model.layers.LAYER_KINDS`), except the children of a kind that quantizes its own."""
+    names, owned = [], []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix in owned):
+            continue
+        kind = kind_of(module)
+        if kind is None:
+            continue
+        names.append(name)
+        if kind.owns_children:
+            owned.append(f"{name}." if name else "")
+    return names
+
+
+def layer_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A layer's weights by their parameter path inside it (``weight``; MultiheadAttention's ``in_proj_weight``
+    and ``out_proj.weight``)."""
+    paths = {id(m): n for n, m in module.named_modules()}
+    return {".".join(filter(None, (paths[id(owner)], attr))): raw_weight(owner, attr).detach()
+            for owner, attr in kind_of(module).weights(module)}
+
+
+@dataclass
+class _Call:
+    """A layer's FP32 inputs (the first ``keep`` samples) and output on the first search batch."""
+
+    args: tuple
+    kwargs: dict
+    output: torch.Tensor
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output  # MultiheadAttention: (output, weights)
+
+
+def _capture(model: nn.Module, names: list[str], batch: Any, run: Any, keep: int) -> dict[str, _Call]:
+    seen: dict[str, _Call] = {}
     handles = []
     for name in names:
-        def hook(module: nn.Module, args: tuple, output: Any, name: str = name) -> None:
+        single = len(kind_of(model.get_submodule(name)).activation_args) <= 1
+        cut = keep if single else None  # several inputs (attention): their batch dimension differs, keep all
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any, name: str = name,
+                 cut: int | None = cut) -> None:
             if name not in seen:
-                seen[name] = (args[0][:keep].detach().clone(), output[:keep].detach().clone())
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
+                seen[name] = _Call(tuple(a[:cut].detach().clone() if isinstance(a, torch.Tensor) else a for a in args),
+                                   dict(kwargs), _first(output)[:cut].detach().clone())
+        handles.append(model.get_submodule(name).register_forward_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             run(model, batch)
@@ -127,10 +169,19 @@ def _capture(model: nn.Module, names: list[str], batch: Any, run: Any, keep: int
     return seen
 
 
-def _layer_divergence(module: nn.Module, xq: torch.Tensor, y: torch.Tensor, wq: torch.Tensor) -> float:
-    """The layer's relative output error with quantized weights ``wq`` on its (already quantized) FP32 input."""
+def _layer_divergence(module: nn.Module, call: _Call, inputs: tuple, weights: dict[str, torch.Tensor]) -> float:
+    """The layer's relative output error with quantized ``weights`` on its (already quantized) FP32 inputs."""
     with torch.no_grad():
-        return relative_error(functional_call(module, {"weight": wq}, (xq,)), y)
+        return relative_error(_first(functional_call(module, weights, inputs, call.kwargs)), call.output)
+
+
+def _quantized_inputs(module: nn.Module, call: _Call, scheme: Scheme | None) -> tuple:
+    """The layer's captured inputs with its activation inputs fake-quantized by ``scheme``."""
+    count = len(kind_of(module).activation_args)
+    if scheme is None or count == 0:
+        return call.args
+    return tuple(fake_quantize(a, scheme) if i < count and isinstance(a, torch.Tensor) else a
+                 for i, a in enumerate(call.args))
 
 
 def build_problem(workload: Any, space: str | Sequence[str], activations: Sequence[str | None],
@@ -140,9 +191,9 @@ def build_problem(workload: Any, space: str | Sequence[str], activations: Sequen
     calib = list(workload.calibration(batches))[:batches]
     if not calib:
         raise ValueError(f"workload {workload.name!r} gave no calibration batches")
-    names = [n for n, m in model.named_modules() if isinstance(m, SEARCHED_KINDS)]
+    names = searched_layers(model)
     if not names:
-        raise ValueError("the model has no Linear, Conv1d, Conv2d or Embedding layer to search")
+        raise ValueError(f"the model has no layer of a registered kind to search ({', '.join(LAYER_KINDS)})")
     acts = [None if a is None else Scheme.parse(a) for a in activations] or [None]
     cached = _capture(model, names, calib[0], workload.run, local_samples)
     with torch.no_grad():
@@ -150,17 +201,22 @@ def build_problem(workload: Any, space: str | Sequence[str], activations: Sequen
     options, costs, local, numel, pruned_from = [], [], [], [], []
     for name in names:
         module = model.get_submodule(name)
-        w = module.weight.detach()
-        x, y = cached[name]
-        cands = weight_options(space, w)
-        bits = [float(size_only(w, s).storage_bits) for s in cands]
-        inputs = [x if a is None or isinstance(module, nn.Embedding) else fake_quantize(x, a) for a in acts]
-        div = [[_layer_divergence(module, xq, y, wq) for xq in inputs] for wq in (fake_quantize(w, s) for s in cands)]
+        weights = layer_weights(module)
+        call = cached.get(name)
+        if call is None:
+            raise ValueError(f"layer {name!r} did not run on the first calibration batch, so the search cannot "
+                             "measure it")
+        cands = weight_options(space, next(iter(weights.values())) if len(weights) == 1 else
+                               torch.cat([w.reshape(-1) for w in weights.values()]))
+        bits = [float(sum(size_only(w, s).storage_bits for w in weights.values())) for s in cands]
+        inputs = [_quantized_inputs(module, call, a) for a in acts]
+        div = [[_layer_divergence(module, call, xq, wq) for xq in inputs]
+               for wq in ({p: fake_quantize(w, s) for p, w in weights.items()} for s in cands)]
         keep = pareto_options(bits, [min(d) for d in div])
         options.append([cands[k] for k in keep])
         costs.append([bits[k] for k in keep])
         local.append([div[k] for k in keep])
-        numel.append(w.numel())
+        numel.append(sum(w.numel() for w in weights.values()))
         pruned_from.append(len(cands))
     return Problem(workload, model, calib, names, numel, options, costs, local, acts, f_final, len(calib),
                    pruned_from)

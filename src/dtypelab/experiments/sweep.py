@@ -1,10 +1,12 @@
 """The default sweep: workloads × formats × {no scaling, adaptive scaling} on the weights and activations of the
 linear and conv layers (the PositTune setup), resumable, written atomically to ``runs/<name>/``.
 
-A cell quantizes a fresh copy of the workload's model with one config, evaluates it, and records the metrics,
-the stored bits per weight (scales included), the model's weight size in MB, the mean weight MSE, and the
-energy of one forward pass on one sample (``dl.cost.energy``, the lab's table). Cells
-already in ``results.json`` are not recomputed, so an interrupted sweep continues where it stopped.
+A cell is one :func:`dtypelab.experiments.evaluate` of the workload under the cell's config: the metrics, the
+stored bits per weight (scales included), the model's weight size in MB, the mean weight MSE, and the energy
+of one forward pass on :func:`~dtypelab.experiments.example_batch`. Rows go to the
+:class:`~dtypelab.experiments.store.ResultStore`; a row computed with the same schemes and settings (the
+test-item limit, the workload's settings) is not recomputed, so an interrupted sweep continues where it
+stopped. The cells run on any executor (``serial``, ``process``, ``ray``).
 
 Scaling, per format family:
 
@@ -24,19 +26,19 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import dataclasses
 import logging
 import os
-import tempfile
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dtypelab.experiments.evaluate import evaluate
+from dtypelab.experiments.executors import EXECUTORS, make_executor
+from dtypelab.experiments.store import Result, ResultStore, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -127,77 +129,40 @@ def cell_config(cell: Cell, scaling: str, has_embedding: bool = False) -> dict |
     return config
 
 
-@dataclass
-class Result:
-    workload: str
-    cell: str
-    scaling: str
-    weights: str | None
-    activations: str | None
-    primary_metric: str
-    metrics: dict[str, float]
-    bits_per_weight: float
-    size_mb: float
-    fp32_size_mb: float
-    weight_mse: float
-    seconds: float
-    energy_pj: float | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.workload}|{self.cell}|{self.scaling}"
-
-    @property
-    def primary(self) -> float:
-        return self.metrics[self.primary_metric]
+def cell_settings(workload: Any, limit: int | None) -> dict[str, Any]:
+    """Everything besides the cell's schemes that a cell's result depends on: the test-item limit and the
+    workload's own settings (``workload.settings``, e.g. digits-vgg's training settings)."""
+    own = getattr(workload, "settings", None)
+    if dataclasses.is_dataclass(own) and not isinstance(own, type):
+        own = dataclasses.asdict(own)
+    elif own is not None and not isinstance(own, dict):
+        own = repr(own)
+    return {"limit": limit, "workload": own}
 
 
 def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) -> Result:
     """Quantize a fresh copy of the workload's model with the cell's config and evaluate it."""
     import torch
 
-    from dtypelab.model import quantize_model
-
-    start = time.perf_counter()
-    model = workload.model()
-    has_embedding = any(isinstance(m, torch.nn.Embedding) for m in model.modules())
-    config = cell_config(cell, scaling, has_embedding)
-    if config is None:
-        metrics = workload.evaluate(model, limit=limit)
-        fp32_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6
-        bits, size_mb, mse = 32.0, fp32_mb, 0.0
-    else:
-        report = quantize_model(model, config)
-        with torch.no_grad():
-            metrics = workload.evaluate(model, limit=limit)
-        fp32_mb, size_mb = report.fp32_mb, report.size_mb
-        bits, mse = _weight_summary(report, model)
+    has_embedding = any(isinstance(m, torch.nn.Embedding) for m in workload.model().modules())
+    o = evaluate(workload, cell_config(cell, scaling, has_embedding), limit=limit)
     return Result(workload.name, cell.label, scaling, cell.weights(scaling), cell.activations(scaling),
-                  workload.primary_metric, metrics, bits, size_mb, fp32_mb, mse, time.perf_counter() - start,
-                  _energy_pj(workload, config))
+                  o.primary_metric, o.metrics, o.bits_per_weight, o.size_mb, o.fp32_size_mb, o.weight_mse, o.seconds,
+                  o.energy_pj, cell_settings(workload, limit))
 
 
-def _energy_pj(workload: Any, config: dict | None) -> float:
-    """Energy (pJ, the lab's table, full accounting) of one forward pass on one calibration sample."""
-    from dtypelab.cost import energy
+@dataclass(frozen=True)
+class _Task:
+    """One cell to compute (picklable, for the process and Ray executors)."""
 
-    batch = workload.calibration(1)[0]
-    one = {k: v[:1] for k, v in batch.items()} if isinstance(batch, dict) else batch[:1]
-    return float(energy(workload.model(), config, example=one).total_pj)
+    workload: Any
+    cell: Cell
+    scaling: str
+    limit: int | None
 
 
-def _weight_summary(report: Any, model: Any) -> tuple[float, float]:
-    """(stored bits per quantized weight element, element-weighted mean weight MSE) of a quantized model."""
-    from dtypelab.model.layers import kind_of, raw_weight
-
-    quantized = [r for r in report.layers.values() if r.weight_scheme is not None]
-    numel = {}
-    for r in quantized:
-        module = model.get_submodule(r.name)
-        numel[r.name] = sum(raw_weight(o, a).numel() for o, a in kind_of(module).weights(module))
-    total = max(sum(numel.values()), 1)
-    bits = sum(r.weight_bits_per_param * numel[r.name] for r in quantized) / total
-    return bits, sum(r.weight_mse * numel[r.name] for r in quantized) / total
+def _run(task: _Task) -> Result:
+    return run_cell(task.workload, task.cell, task.scaling, task.limit)
 
 
 class SweepFile(BaseModel):
@@ -225,55 +190,24 @@ class SweepFile(BaseModel):
             raise ValueError(f"bad sweep file {path}: {err}") from None
 
 
-class ResultStore:
-    """``results.json`` (+ ``results.csv``) in a run directory, rewritten atomically after every cell."""
-
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "results.json"
-        self.results: dict[str, Result] = {}
-        if self.path.exists():
-            for row in json.loads(self.path.read_text())["results"]:
-                r = Result(**row)
-                self.results[r.key] = r
-
-    def add(self, result: Result) -> None:
-        self.results[result.key] = result
-        rows = [asdict(r) for r in self.results.values()]
-        atomic_write(self.path, json.dumps({"results": rows}, indent=1))
-        atomic_write(self.dir / "results.csv", to_csv(self.results.values()))
-
-
-def to_csv(results: Iterable[Result]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["workload", "cell", "scaling", "weights", "activations", "primary_metric", "primary",
-                     "bits_per_weight", "size_mb", "fp32_size_mb", "weight_mse", "seconds", "energy_pj", "metrics"])
-    for r in results:
-        writer.writerow([r.workload, r.cell, r.scaling, r.weights, r.activations, r.primary_metric, r.primary,
-                         r.bits_per_weight, r.size_mb, r.fp32_size_mb, r.weight_mse, r.seconds, r.energy_pj,
-                         json.dumps(r.metrics)])
-    return buf.getvalue()
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` must be None or a positive integer (a negative one would drop items from the end)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of test items, got {limit!r}")
+    return limit
 
 
 def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLOADS,
           formats: Sequence[str] | None = None, scalings: Sequence[str] = SCALINGS,
-          runs_dir: str | os.PathLike = "runs", limit: int | None = None, progress: bool = True) -> ResultStore:
-    """Run (or continue) the sweep into ``runs_dir/name``; returns the store of all results."""
+          runs_dir: str | os.PathLike = "runs", limit: int | None = None, progress: bool = True,
+          executor: str = "serial", workers: int | None = None) -> ResultStore:
+    """Run (or continue) the sweep into ``runs_dir/name``; returns the (closed) store of all results.
+
+    A row already stored is reused only when it was computed with the same schemes and settings
+    (:func:`cell_settings`); otherwise the cell is computed again and its row replaced. ``executor`` runs the
+    cells (``serial``, ``process`` or ``ray``, see :mod:`dtypelab.experiments.executors`); each finished cell
+    is stored at once, in order.
+    """
     from tqdm import tqdm
 
     from dtypelab import workloads as registry
@@ -281,19 +215,44 @@ def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLO
     for s in scalings:
         if s not in SCALINGS:
             raise ValueError(f"unknown scaling {s!r}; valid: {', '.join(SCALINGS)}")
+    check_limit(limit)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    directory = run_dir(runs_dir, name)
     loaded = [registry.get(w) if isinstance(w, str) else w for w in workloads]
     cells = cells_for(formats)
-    store = ResultStore(Path(runs_dir) / name)
-    todo = [(w, c, s) for w in loaded for c in cells for s in scalings]
-    bar = tqdm(todo, desc=f"sweep {name}", disable=not progress, unit="cell")
-    for wl, cell, scaling in bar:
-        bar.set_postfix_str(f"{wl.name} {cell.label} {scaling}")
-        key = f"{wl.name}|{cell.label}|{scaling}"
-        if key in store.results:
-            continue
-        twin = f"{wl.name}|{cell.label}|{SCALINGS[0] if scaling == SCALINGS[1] else SCALINGS[1]}"
-        if cell.fixed and twin in store.results:  # both rows are one configuration
-            store.add(Result(**{**asdict(store.results[twin]), "scaling": scaling}))
-            continue
-        store.add(run_cell(wl, cell, scaling, limit))
+    with ResultStore(directory) as store:
+        jobs: list[_Task | str] = []  # a cell to compute, or the key of a computed twin row to copy
+        for wl in loaded:
+            settings = cell_settings(wl, limit)
+            for cell in cells:
+                for scaling in scalings:
+                    if _current(store.results.get(f"{wl.name}|{cell.label}|{scaling}"), cell, scaling, settings):
+                        continue
+                    twin = f"{wl.name}|{cell.label}|{_other(scaling)}"
+                    if cell.fixed and (_current(store.results.get(twin), cell, scaling, settings) or any(
+                            isinstance(j, _Task) and j.workload is wl and j.cell == cell for j in jobs)):
+                        jobs.append(twin)  # both rows are one configuration: computed once
+                    else:
+                        jobs.append(_Task(wl, cell, scaling, limit))
+        todo = [j for j in jobs if isinstance(j, _Task)]
+        bar = tqdm(jobs, desc=f"sweep {name}", disable=not progress, unit="cell")
+        with make_executor(executor if todo else "serial", workers) as run:  # nothing to do: start no workers
+            results = run.map(_run, todo)
+            for job in bar:
+                if isinstance(job, str):
+                    store.add(Result(**{**asdict(store.results[job]), "scaling": _other(job.rsplit("|", 1)[1])}))
+                    continue
+                bar.set_postfix_str(f"{job.workload.name} {job.cell.label} {job.scaling}")
+                store.add(next(results))
     return store
+
+
+def _other(scaling: str) -> str:
+    return SCALINGS[0] if scaling == SCALINGS[1] else SCALINGS[1]
+
+
+def _current(row: Result | None, cell: Cell, scaling: str, settings: dict[str, Any]) -> bool:
+    """The stored row is this cell's result under these settings."""
+    return (row is not None and row.settings == settings and row.weights == cell.weights(scaling)
+            and row.activations == cell.activations(scaling))

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-import dtypelab.sweep as sw
+import dtypelab.experiments.sweep as sw
 from dtypelab.report import sweep_report
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from dtypelab.search.ga import GASettings, cost, evolve, random_search, repair
+from dtypelab.experiments.search.ga import GASettings, cost, evolve, random_search, repair
 
 GENES, OPTIONS = 16, 8
 TARGET = [random.Random(7).randrange(OPTIONS) for _ in range(GENES)]

@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dtypelab._io import atomic_write
 
 Genome = tuple[int, ...]
 Fitness = Callable[[list[Genome]], list[float]]  # scores a batch (lets an executor parallelise)
@@ -92,11 +93,15 @@ def evolve(fitness: Fitness, costs: Sequence[Sequence[float]], budget: float, se
     start = 0
     state = _load(checkpoint) if resume and checkpoint and Path(checkpoint).exists() else None
     if state is not None:
-        rng.setstate(_rng_state(state["rng"]))
-        scored = {tuple(g): f for g, f in state["scored"]}
-        history = state["history"]
-        population = [tuple(g) for g in state["population"]]
-        start = state["generation"] + 1
+        try:
+            rng.setstate(_rng_state(state["rng"]))
+            scored = _scored(state, costs)
+            history = list(state["history"])
+            population = [_genome(g, costs) for g in state["population"]]
+            start = int(state["generation"]) + 1
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is damaged ({type(err).__name__}: {err}); delete it "
+                             "to start afresh") from None
     else:
         population = [tuple(s) for s in seeds if cost(s, costs) <= budget][: settings.population]
         while len(population) < settings.population:
@@ -140,7 +145,11 @@ def random_search(fitness: Fitness, costs: Sequence[Sequence[float]], budget: fl
     rng = random.Random(seed)
     scored: dict[Genome, float] = {}
     if resume and checkpoint and Path(checkpoint).exists():
-        scored = {tuple(g): f for g, f in _load(checkpoint)["scored"]}
+        try:
+            scored = _scored(_load(checkpoint), costs)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is damaged ({type(err).__name__}: {err}); delete it "
+                             "to start afresh") from None
     batch: list[Genome] = []
     attempts = 0
     while len(batch) < evaluations and attempts < 50 * evaluations:
@@ -178,14 +187,27 @@ def _rng_state(data: list) -> tuple:
 
 
 def _save(path: str | os.PathLike, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state))
 
 
 def _load(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint {str(path)!r} is not JSON ({err}); delete it to start afresh") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint; delete it")
+    return state
+
+
+def _genome(genes: object, costs: Sequence[Sequence[float]]) -> Genome:
+    """A stored genome, checked against this search's genes (a checkpoint of another search does not fit)."""
+    if (not isinstance(genes, list) or len(genes) != len(costs)
+            or not all(isinstance(g, int) and 0 <= g < len(c) for g, c in zip(genes, costs, strict=True))):
+        raise ValueError(f"genome {genes!r} does not fit this search's {len(costs)} genes")
+    return tuple(genes)
+
+
+def _scored(state: dict, costs: Sequence[Sequence[float]]) -> dict[Genome, float]:
+    return {_genome(g, costs): float(f) for g, f in state["scored"]}

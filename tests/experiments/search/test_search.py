@@ -2,8 +2,8 @@
 
 import pytest
 
-from dtypelab.search import GASettings, search
-from dtypelab.search.executor import make_executor
+from dtypelab.experiments.executors import make_executor
+from dtypelab.experiments.search import GASettings, search
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_search_respects_budget_and_writes_outputs(workload, tmp_path):
 
 
 def test_ablation_runs_each_objective_and_measures_both_terms(workload, tmp_path):
-    from dtypelab.search.run import OBJECTIVES
+    from dtypelab.experiments.search.run import OBJECTIVES
 
     settings = GASettings(population=6, generations=2, seed=1)
     result = search(workload, space="lp", budget=5.0, settings=settings, executor="serial", out_dir=tmp_path,
@@ -72,7 +72,7 @@ def test_process_workers_exit_when_the_search_is_killed(tmp_path):
     import time
 
     script = tmp_path / "pool.py"
-    script.write_text("import os, time\nfrom dtypelab.search.executor import make_executor\n"
+    script.write_text("import os, time\nfrom dtypelab.experiments.executors import make_executor\n"
                       "def pid(_):\n    return os.getpid()\n"
                       "def busy(_):\n    t = time.time()\n    while time.time() - t < 60:\n        pass\n"
                       "if __name__ == '__main__':\n"
@@ -96,23 +96,3 @@ def test_process_workers_exit_when_the_search_is_killed(tmp_path):
     while any(alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in workers)
-
-
-def test_ray_executor_on_a_local_instance(workload):
-    ray = pytest.importorskip("ray")  # an optional backend: dtypelab[ray]
-    import os
-    from pathlib import Path
-
-    tests_dir = str(Path(__file__).resolve().parents[1])  # Ray's workers unpickle the conftest workload
-    ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}})
-    try:
-        run = make_executor("ray")
-        assert run(abs, [-3, 1, -2]) == [3, 1, 2]
-        settings = GASettings(population=4, generations=1, seed=0)
-        via_ray = search(workload, space="lp", budget=5.0, settings=settings, executor="ray")
-        serial = search(workload, space="lp", budget=5.0, settings=settings, executor="serial")
-        assert via_ray.best.config == serial.best.config  # the same seeded search, scored remotely
-        assert via_ray.best.objective == pytest.approx(serial.best.objective)
-    finally:
-        ray.shutdown()

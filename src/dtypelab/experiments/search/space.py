@@ -21,11 +21,11 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from dtypelab._pareto import pareto_indices
 from dtypelab.schemes import Scheme
 
 SPACES = ("lp", "posit")
@@ -65,11 +65,4 @@ def weight_options(space: str | Sequence[str], weight: torch.Tensor) -> list[Sch
 
 def pareto_options(costs: Sequence[float], errors: Sequence[float]) -> list[int]:
     """Indices of the options not dominated in (cost, error), sorted by cost."""
-    order = sorted(range(len(costs)), key=lambda i: (costs[i], errors[i]))
-    kept: list[int] = []
-    best = math.inf
-    for i in order:
-        if errors[i] < best:
-            kept.append(i)
-            best = errors[i]
-    return kept
+    return pareto_indices(costs, errors)
