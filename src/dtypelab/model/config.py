@@ -33,7 +33,6 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
+from dtypelab._io import atomic_write
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
@@ -164,28 +164,15 @@ class QuantConfig(BaseModel):
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            write_atomic(path, text)
+            atomic_write(path, text)
         return text
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """JSON text; written atomically to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            write_atomic(path, text)
+            atomic_write(path, text)
         return text
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent or ".", prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
@@ -322,4 +309,4 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     return plans
 
 
-__all__ = ["QuantConfig", "LayerRule", "LayerPlan", "resolve", "quantizable_layers", "write_atomic"]
+__all__ = ["QuantConfig", "LayerRule", "LayerPlan", "resolve", "quantizable_layers"]

@@ -24,7 +24,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from dtypelab.model.config import write_atomic
+from dtypelab._io import atomic_write
+from dtypelab._markdown import markdown_table
 
 if TYPE_CHECKING:
     from dtypelab.model.config import LayerPlan
@@ -108,18 +109,10 @@ class QuantReport:
                          _num(r.weight_bits_per_param, 3), _num(r.weight_sqnr_db, 1), _num(r.act_sqnr_db, 1),
                          _pct(r.weight_saturated), _pct(r.weight_flushed), _pct(r.act_saturated), _pct(r.act_flushed)])
         numeric = [False, False, True, False, False, True, True, True, True, True, True, True]
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-        def line(cells: list[str]) -> str:
-            return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                                     for c, w, num in zip(cells, widths, numeric, strict=True)) + " |"
-
-        rule = "|" + "|".join("-" * (w + 1) + ":" if num else "-" * (w + 2)
-                              for w, num in zip(widths, numeric, strict=True)) + "|"
         total = (f"\n\n{len(self.layers)} layers, {sum(r.weight_scheme is not None for r in self.layers.values())} "
                  f"with quantized weights: {self.size_mb:.4f} MB against {self.fp32_mb:.4f} MB in FP32 "
                  f"({self.compression:.2f}x smaller)")
-        return "\n".join([line(header), rule, *(line(r) for r in rows)]) + total
+        return markdown_table(header, rows, numeric) + total
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (non-finite numbers as the strings "inf", "-inf", "nan")."""
@@ -130,7 +123,7 @@ class QuantReport:
         """JSON text; written atomically to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         if path is not None:
-            write_atomic(path, text)
+            atomic_write(path, text)
         return text
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -144,7 +137,7 @@ class QuantReport:
                              for c in cols])
         text = buf.getvalue()
         if path is not None:
-            write_atomic(path, text)
+            atomic_write(path, text)
         return text
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from dtypelab._io import atomic_write
 from dtypelab.schemes.packing import pack, unpack
 from dtypelab.schemes.scheme import Scheme
 
@@ -77,15 +77,7 @@ class QTensor:
         if self.perm is not None:
             tensors["perm"] = self.perm.contiguous()
         meta = {"scheme": str(self.scheme), "shape": json.dumps(list(self.shape)), "dtype": str(self.dtype)}
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QTensor:

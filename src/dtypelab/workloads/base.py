@@ -16,10 +16,11 @@ import abc
 import contextlib
 import copy
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dtypelab._io import atomic_write  # re-exported for workload authors
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -120,31 +121,6 @@ def cache_dir() -> Path:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base).expanduser() / "dtypelab"
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Write a file atomically: ``write(tmp_path)`` fills a temp file beside ``path``, then it is renamed.
-
-    A reader never sees a half-written file, and an interrupted write leaves the old file (or none).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
-        >>> atomic_write(p, lambda t: t.write_text("hi")).read_text()
-        'hi'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
 
 
