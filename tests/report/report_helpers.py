@@ -23,15 +23,16 @@ CELLS = [
 def synthetic_store(directory: Path) -> sw.ResultStore:
     """A result store in ``directory`` holding a digits-like (top1 of 360 images) and a minilm-like workload
     (recall@1 of 435 queries, with fidelity)."""
-    store = sw.ResultStore(directory)
-    for cell, bits, t_none, t_adapt, r_none, r_adapt in CELLS:
-        for scaling, top, hits in (("none", t_none, r_none), ("adaptive", t_adapt, r_adapt)):
-            size = bits * 1.2e6 / 8e6
-            store.results[f"digits-vgg|{cell}|{scaling}"] = sw.Result(
-                "digits-vgg", cell, scaling, cell, cell, "top1", {"top1": 100.0 * top / 360, "loss": 0.1, "n": 360.0},
-                bits, size, 4.8, 1e-5 * (32 - bits), 1.0, 1000.0 * bits)
-            store.results[f"minilm|{cell}|{scaling}"] = sw.Result(
-                "minilm", cell, scaling, cell, cell, "recall@1",
-                {"recall@1": hits / 435, "fidelity": 1 - (32 - bits) / 400, "n_queries": 435.0, "n_topics": 60.0},
-                bits, size * 18, 90.0, 1e-6 * (32 - bits), 1.0, None)
+    with sw.ResultStore(directory) as store:  # (closed again: the report needs no lock)
+        for cell, bits, t_none, t_adapt, r_none, r_adapt in CELLS:
+            for scaling, top, hits in (("none", t_none, r_none), ("adaptive", t_adapt, r_adapt)):
+                size = bits * 1.2e6 / 8e6
+                store.results[f"digits-vgg|{cell}|{scaling}"] = sw.Result(
+                    "digits-vgg", cell, scaling, cell, cell, "top1",
+                    {"top1": 100.0 * top / 360, "loss": 0.1, "n": 360.0}, bits, size, 4.8, 1e-5 * (32 - bits), 1.0,
+                    1000.0 * bits)
+                store.results[f"minilm|{cell}|{scaling}"] = sw.Result(
+                    "minilm", cell, scaling, cell, cell, "recall@1",
+                    {"recall@1": hits / 435, "fidelity": 1 - (32 - bits) / 400, "n_queries": 435.0,
+                     "n_topics": 60.0}, bits, size * 18, 90.0, 1e-6 * (32 - bits), 1.0, None)
     return store

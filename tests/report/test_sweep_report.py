@@ -84,3 +84,29 @@ def test_metric_vs_bits_takes_error_bars(tmp_path):
     rows = [("fp32", 32.0, 98.6, 96.8, 99.5), ("posit(6,1)", 6.0, 83.3, 79.0, 87.1), ("e4m3", 8.0, 98.6)]
     out = metric_vs_bits(rows, "top1", "t", tmp_path / "m.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _perplexity(values: dict[tuple[str, str], float]) -> dict[tuple[str, str], sw.Result]:
+    return {(c, s): sw.Result("pydoc-gpt", c, s, c, c, "perplexity", {"perplexity": v}, 8.0, 1.0, 4.0, 0.0, 0.0,
+                              None, None, False) for (c, s), v in values.items()}
+
+
+def test_a_lower_is_better_metric_reads_in_ratios():
+    """Perplexity: lower is better, so a drop from 1.6e7 to 24 rescues; within 1 % is no difference."""
+    base = {("fp32", "none"): 20.0, ("posit(6,0)", "none"): 1.6e7, ("e4m3", "none"): 20.1}
+    text = sweep_report.reading("pydoc-gpt", _perplexity({**base, ("posit(6,0)", "adaptive"): 24.0}))
+    assert "FP32 scores perplexity 20 (lower is better)" in text and "compared as ratios" in text
+    assert "Adaptive scaling rescues 6-bit posits" in text and "1.6e+07 (8e+05x FP32) -> 24 (1.2x FP32)" in text
+    assert "falls short of FP8 E4M3 quality" in text
+    text = sweep_report.reading("pydoc-gpt", _perplexity({**base, ("posit(6,0)", "adaptive"): 20.15}))
+    assert "reaches FP8 E4M3 quality" in text  # 20.15 vs 20.1: inside the 1 % band
+    text = sweep_report.reading("pydoc-gpt", _perplexity({**base, ("posit(6,0)", "adaptive"): 19.0}))
+    assert "exceeds FP8 E4M3 quality" in text
+
+
+def test_the_pareto_front_of_a_lower_is_better_metric(tmp_path):
+    rows = [("fp32", 32.0, 20.0), ("posit(6,0)", 6.0, 1.6e7), ("posit(6,0)*", 6.0, 24.0), ("e4m3", 8.0, 20.1)]
+    order = [p[0] for p in label_order(rows, higher_is_better=False)]
+    assert order[:3] == ["posit(6,0)*", "e4m3", "fp32"] and order[-1] == "posit(6,0)"
+    path = metric_vs_bits(rows, "perplexity", "t", tmp_path / "p.png", higher_is_better=False)
+    assert path.stat().st_size > 1000

@@ -48,6 +48,7 @@ class Result:
     seconds: float
     energy_pj: float | None = None
     settings: dict[str, Any] | None = None  # what else the row depends on; None: unknown (an older file)
+    higher_is_better: bool = True  # the primary metric's direction (perplexity: lower is better)
 
     @property
     def key(self) -> str:

@@ -148,7 +148,7 @@ def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) 
     o = evaluate(workload, cell_config(cell, scaling, has_embedding), limit=limit)
     return Result(workload.name, cell.label, scaling, cell.weights(scaling), cell.activations(scaling),
                   o.primary_metric, o.metrics, o.bits_per_weight, o.size_mb, o.fp32_size_mb, o.weight_mse, o.seconds,
-                  o.energy_pj, cell_settings(workload, limit))
+                  o.energy_pj, cell_settings(workload, limit), getattr(workload, "higher_is_better", True))
 
 
 @dataclass(frozen=True)

@@ -38,20 +38,23 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
         plt.close(fig)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points (bits, metric) not dominated by a point with fewer-or-equal bits and a higher metric.
+def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool = True) -> list[tuple[float, float]]:
+    """Points (bits, metric) not dominated by a point with fewer-or-equal bits and a better metric.
 
     >>> pareto_front([(8, 90.0), (4, 80.0), (6, 70.0), (32, 91.0)])
     [(4, 80.0), (8, 90.0), (32, 91.0)]
+    >>> pareto_front([(8, 20.0), (4, 30.0), (6, 40.0)], higher_is_better=False)   # perplexity
+    [(4, 30.0), (8, 20.0)]
     """
-    kept = pareto_indices([b for b, _ in points], [m for _, m in points], maximize=True)
+    kept = pareto_indices([b for b, _ in points], [m for _, m in points], maximize=higher_is_better)
     return [tuple(points[i]) for i in kept]
 
 
 def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path: str | os.PathLike,
-                   max_labels: int = 10) -> Path:
+                   max_labels: int = 10, higher_is_better: bool = True) -> Path:
     """Scatter of ``(label, bits per weight, metric[, lo, hi])`` with 95 % error bars where ``lo``/``hi`` are given,
-    the Pareto front drawn through it, each format in its report colour (``*``: adaptive scaling, a triangle).
+    the Pareto front drawn through it, each format in its report colour (``*``: adaptive scaling, a triangle). A
+    lower-is-better metric spanning more than a factor of 100 (perplexity) gets a log axis.
 
     The Pareto points are labelled first, then the best others, each only where its label collides with no other
     label or marker (at most ``max_labels``); the legend names every format's colour.
@@ -67,10 +70,13 @@ def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path:
         yerr = None if lo is None else [[value - lo], [hi - value]]
         ax.errorbar([bits], [value], yerr=yerr, fmt=marker, ms=5, color=color_of(label), elinewidth=0.8,
                     capsize=2, zorder=3)
-    front = pareto_front([(b, v) for _, b, v, _, _ in rows])
+    front = pareto_front([(b, v) for _, b, v, _, _ in rows], higher_is_better)
     if front:
         ax.step([b for b, _ in front], [v for _, v in front], where="post", color="#c53030", lw=1.2, zorder=2)
     ax.set_xscale("log", base=2)
+    values = [v for _, _, v, _, _ in rows if v > 0]
+    if not higher_is_better and values and max(values) > 100 * min(values):
+        ax.set_yscale("log")
     ax.set_xlabel("stored bits per weight (scales included)")
     ax.set_ylabel(metric)
     ax.set_title(title)
@@ -82,18 +88,20 @@ def metric_vs_bits(rows: Iterable[Sequence[Any]], metric: str, title: str, path:
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               ncols=2 if len(handles) > 14 else 1)
     fig.tight_layout()  # the final layout first: labels are placed in display coordinates
-    _place_labels(fig, ax, label_order([(r[0], r[1], r[2]) for r in rows]), max_labels)
+    _place_labels(fig, ax, label_order([(r[0], r[1], r[2]) for r in rows], higher_is_better), max_labels)
     return save_figure(fig, path)
 
 
-def label_order(points: Sequence[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+def label_order(points: Sequence[tuple[str, float, float]], higher_is_better: bool = True
+                ) -> list[tuple[str, float, float]]:
     """The order labels are offered in: the Pareto points (fewest bits first), then the rest, best first.
 
     >>> [p[0] for p in label_order([("a", 8, 90.0), ("b", 4, 80.0), ("c", 6, 70.0), ("d", 8, 85.0)])]
     ['b', 'a', 'd', 'c']
     """
-    front = set(pareto_front([(b, v) for _, b, v in points]))
-    return sorted(points, key=lambda p: ((p[1], p[2]) not in front, p[1] if (p[1], p[2]) in front else -p[2]))
+    front = set(pareto_front([(b, v) for _, b, v in points], higher_is_better))
+    sign = -1 if higher_is_better else 1
+    return sorted(points, key=lambda p: ((p[1], p[2]) not in front, p[1] if (p[1], p[2]) in front else sign * p[2]))
 
 
 def _place_labels(fig: Any, ax: Any, points: Sequence[tuple[str, float, float]],

@@ -67,8 +67,16 @@ def _by(results: dict[str, Result], workload: str) -> dict[tuple[str, str], Resu
 
 
 def _point(table: dict[tuple[str, str], Result]) -> float:
-    """One "point" of the primary metric: 0.01 for a fraction (recall@1 in [0, 1]), else 1 (a percentage)."""
+    """One "point" of the primary metric: 0.01 for a fraction (recall@1 in [0, 1]), else 1 (a percentage). A
+    lower-is-better metric (perplexity) is compared by ratios instead (:data:`RATIO_BAND`)."""
     return 0.01 if all(abs(r.primary) <= 1 for r in table.values()) else 1.0
+
+
+RATIO_BAND = 1.01  # without an interval, lower-is-better values within 1 % of each other are not called different
+
+
+def _higher(table: dict[tuple[str, str], Result]) -> bool:
+    return all(getattr(r, "higher_is_better", True) for r in table.values())
 
 
 def _fmt(v: float, point: float = 1.0) -> float:
@@ -81,9 +89,14 @@ def _digits(point: float) -> int:
 
 def _interval(r: Result, point: float) -> Interval:
     """The primary metric's 95 % interval; without a recorded item count, a band one point wide (so that a
-    difference under a point is never called one)."""
+    difference under a point is never called one), or for a lower-is-better metric a band of ±0.5 %."""
     iv = interval(r.metrics, r.primary_metric)
-    return iv if iv is not None else Interval(r.primary, r.primary - point / 2, r.primary + point / 2)
+    if iv is not None:
+        return iv
+    if not getattr(r, "higher_is_better", True):
+        half = RATIO_BAND ** 0.5
+        return Interval(r.primary, r.primary / half, r.primary * half)
+    return Interval(r.primary, r.primary - point / 2, r.primary + point / 2)
 
 
 def _shown(r: Result, point: float) -> str | float:
@@ -104,19 +117,33 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
     point = _point(table)
     digits = _digits(point)
     known = interval(any_r.metrics, key) is not None
+    higher = _higher(table)
+    fp32 = iv("fp32", "none")
 
     def show(v: Interval) -> str:
+        if not higher:  # perplexity: the value and its ratio to FP32
+            ratio = f" ({v.value / fp32.value:.3g}x FP32)" if fp32 is not None and fp32.value > 0 else ""
+            return f"{v.value:.4g}{ratio}"
         return v.show(digits) if known else f"{v.value:.{digits}f}"
 
+    def better(a: Interval, b: Interval) -> bool:
+        return a.above(b) if higher else b.above(a)
+
+    def best(vs: Sequence[Interval]) -> Interval:
+        return (max if higher else min)(vs, key=lambda v: v.value)
+
     parts = []
-    fp32 = iv("fp32", "none")
-    if fp32 is not None:
-        unit = "" if point == 1 else " (a fraction)"
-        parts.append(f"On {workload}, FP32 scores {key} {show(fp32)}{unit}.")
+    if fp32 is not None and higher:
+        parts.append(f"On {workload}, FP32 scores {key} {show(fp32)}{'' if point == 1 else ' (a fraction)'}.")
+    elif fp32 is not None:
+        parts.append(f"On {workload}, FP32 scores {key} {fp32.value:.4g} (lower is better).")
     if known:
         counts = "/".join(f"{n:.0f}" for n in sorted({r.metrics[PROPORTIONS[key].count] for r in table.values()}))
         parts.append(f"± is the larger side of the exact 95 % interval over the {counts} evaluated items; a "
                      "difference is called one only where the intervals do not overlap.")
+    elif not higher:
+        parts.append(f"Values are compared as ratios: within {100 * (RATIO_BAND - 1):.0f} % of each other they are "
+                     "not called different.")
     else:
         parts.append("No item count is recorded for this metric, so no interval is known: a difference under one "
                      f"point ({point}) is not called one.")
@@ -124,18 +151,18 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
     p6 = {c: v for c, v in p6.items() if None not in v}
     if p6:
         gains = [f"{c} {show(n)} -> {show(a)}" for c, (n, a) in p6.items()]
-        if any(a.above(n) for n, a in p6.values()):
+        if any(better(a, n) for n, a in p6.values()):
             verdict = "rescues"
-        elif any(n.above(a) for n, a in p6.values()):
+        elif any(better(n, a) for n, a in p6.values()):
             verdict = "lowers"
         else:
             verdict = "does not visibly change"
         parts.append(f"Adaptive scaling {verdict} 6-bit posits ({'; '.join(gains)}).")
         fp8 = [v for v in (iv("e4m3", "none"), iv("e4m3", "adaptive")) if v is not None]
         if fp8:
-            best6 = max((a for _, a in p6.values()), key=lambda v: v.value)
-            best8 = max(fp8, key=lambda v: v.value)
-            verdict = "exceeds" if best6.above(best8) else "falls short of" if best8.above(best6) else "reaches"
+            best6 = best([a for _, a in p6.values()])
+            best8 = best(fp8)
+            verdict = "exceeds" if better(best6, best8) else "falls short of" if better(best8, best6) else "reaches"
             tie = "; the intervals overlap" if verdict == "reaches" and best6.value != best8.value else ""
             parts.append(f"The best 6-bit adaptive posit ({show(best6)}) {verdict} FP8 E4M3 quality "
                          f"({show(best8)}{tie}).")
@@ -143,7 +170,7 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
     if len(dts) > 1:
         curve = ", ".join(f"DT{n} {show(v)}" for n, v in dts)
         top = dts[0][1]
-        broken = next((i for i, (_, v) in enumerate(dts) if top.above(v)), None)
+        broken = next((i for i, (_, v) in enumerate(dts) if better(top, v)), None)
         shape = (f"it cannot be told from DT8 down to {dts[broken - 1][0]} bits and drops below that" if broken
                  else "it cannot be told from DT8 at any width")
         parts.append(f"The real dynamic tree is not flat like the seed's defective one: {curve}; {shape}.")
@@ -199,7 +226,7 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
                    *((iv.lo, iv.hi) if (iv := interval(r.metrics, key)) else (None, None)))
                   for (c, s), r in table.items() if not (s == "adaptive" and _same(table.get((c, "none")), r))]
         plot = metric_vs_bits(points, key, f"{name}: {key} against stored bits per weight (* adaptive)",
-                              out / f"{name}-metric-vs-bits.png")
+                              out / f"{name}-metric-vs-bits.png", higher_is_better=_higher(table))
         bars = "95 % intervals as error bars" if key in PROPORTIONS else f"no interval known ({point} is one point)"
         doc.image(plot, f"{name}: {key} against bits per weight (log scale), with the Pareto front and {bars}; "
                         "every point is in the table above")
