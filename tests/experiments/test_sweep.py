@@ -59,6 +59,19 @@ def test_sweep_runs_resumes_and_reports(tiny_digits, tmp_path, monkeypatch):
     assert not list((tmp_path / "t").glob("*.tmp"))
 
 
+def test_a_workload_chooses_its_default_cells(tiny_digits, tmp_path, monkeypatch):
+    """A workload's ``sweep_cells`` limit the default sweep (pydoc-gpt runs only the PositTune columns); formats
+    asked for by name are run whatever the workload says."""
+    monkeypatch.setattr(tiny_digits, "sweep_cells", ("fp32", "int8/channel"), raising=False)
+    every = sw.default_cells()
+    monkeypatch.setattr(sw, "default_cells", lambda: [c for c in every if c.label in ("fp32", "int8/channel", "e4m3")])
+    store = sw.sweep("c", [tiny_digits], runs_dir=tmp_path, progress=False)
+    assert sorted({r.cell for r in store.results.values()}) == ["fp32", "int8/channel"]
+    store = sw.sweep("d", [tiny_digits], ["e4m3"], runs_dir=tmp_path, progress=False)
+    assert {r.cell for r in store.results.values()} == {"e4m3"}
+    assert all(r.higher_is_better for r in store.results.values())
+
+
 def test_reading_is_generated_from_numbers():
     def r(cell, scaling, value):
         return sw.Result("w", cell, scaling, None, None, "acc", {"acc": value}, 6.0, 1.0, 4.0, 0.0, 0.0, None)

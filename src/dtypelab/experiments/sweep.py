@@ -225,7 +225,8 @@ def sweep(name: str = "default", workloads: Sequence[str | Any] = DEFAULT_WORKLO
         jobs: list[_Task | str] = []  # a cell to compute, or the key of a computed twin row to copy
         for wl in loaded:
             settings = cell_settings(wl, limit)
-            for cell in cells:
+            chosen = getattr(wl, "sweep_cells", None)
+            for cell in cells if formats or chosen is None else [c for c in cells if c.label in chosen]:
                 for scaling in scalings:
                     if _current(store.results.get(f"{wl.name}|{cell.label}|{scaling}"), cell, scaling, settings):
                         continue

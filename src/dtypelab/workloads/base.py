@@ -59,6 +59,8 @@ class Workload(abc.ABC):
     primary_metric: str = ""
     #: True when a larger primary metric is better
     higher_is_better: bool = True
+    #: the default sweep's cells (format columns) for this workload; None: every default cell
+    sweep_cells: tuple[str, ...] | None = None
 
     _pristine: nn.Module | None = None
     #: attributes holding caches that a copy can rebuild identically (a model loaded from fixed weights, data):
