@@ -236,8 +236,8 @@ def unigram_perplexity(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_si
 
     Example:
         >>> import torch
-        >>> round(unigram_perplexity(torch.tensor([0, 0, 1]), torch.tensor([1, 0, 0]), 2), 3)
-        1.5
+        >>> round(unigram_perplexity(torch.tensor([0, 0, 1]), torch.tensor([1, 0, 0]), 2), 3)  # p(0) = 3/5
+        1.667
     """
     counts = torch.bincount(train_ids, minlength=vocab_size).double() + 1.0
     logp = counts.log() - counts.sum().log()
