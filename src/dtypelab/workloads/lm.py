@@ -331,8 +331,8 @@ class LocalLM(CausalLMWorkload):
         offline()
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True, dtype=torch.float32)
-        return model.to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True)
+        return model.float().to(self.device).eval()
 
     def describe(self) -> str:
         return (f"{self.name}: {self.path.name} on {self.text_path.name}, perplexity (lower is better), "
