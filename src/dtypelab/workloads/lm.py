@@ -13,7 +13,8 @@ nats); ``tokens`` (how many were scored); ``kl`` (mean over scored tokens of KL(
 quantized next-token distribution's divergence from the FP32 model's, in nats: the fidelity metric).
 
 transformers' GPT-2 ``Conv1D`` (a linear layer whose weight is stored ``(in, out)``) is registered as the layer
-kind ``"Conv1D"`` when this module is imported, so ``quantize_model`` reaches GPT-2's attention and MLP layers.
+kind ``"Conv1D"`` when a language-model workload first hands out a model (or by :func:`register_conv1d`), so
+``quantize_model`` reaches GPT-2's attention and MLP layers.
 
 Example:
     >>> [(w.begin, w.end, w.scored) for w in sliding_windows(10, max_length=4, stride=2)]
@@ -62,15 +63,13 @@ def register_conv1d() -> LayerKind:
     Example:
         >>> from dtypelab.model.layers import kind_of
         >>> from transformers.pytorch_utils import Conv1D
+        >>> _ = register_conv1d()
         >>> kind_of(Conv1D(4, 3)).name
         'Conv1D'
     """
     from transformers.pytorch_utils import Conv1D
 
     return register_layer_kind(LayerKind("Conv1D", Conv1D, lambda m: [(m, "weight")], activation_args=("x",)))
-
-
-register_conv1d()
 
 
 @dataclass(frozen=True)
@@ -160,6 +159,11 @@ class CausalLMWorkload(Workload):
         """The calibration text's token ids (1-D LongTensor)."""
 
     # -- interface --------------------------------------------------------------------------------
+    def model(self) -> nn.Module:
+        """A fresh FP32 copy of the model (GPT-2's ``Conv1D`` registered as a quantizable kind first)."""
+        register_conv1d()
+        return super().model()
+
     def calibration(self, n_batches: int = 4, batch_size: int = 4) -> list[dict[str, torch.Tensor]]:
         """``n_batches`` batches of ``batch_size`` consecutive, non-overlapping calibration windows (fewer if the
         calibration text runs out; a text shorter than one window gives one shorter window)."""
