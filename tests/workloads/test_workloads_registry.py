@@ -14,10 +14,10 @@ from dtypelab.workloads.cifar import load_cifar10
 
 
 def test_names_are_the_runnable_workloads():
-    assert workloads.names() == ["digits-vgg", "minilm"]
+    assert workloads.names() == ["digits-vgg", "lm", "minilm", "pydoc-gpt"]
 
 
-@pytest.mark.parametrize("name", workloads.names())
+@pytest.mark.parametrize("name", [n for n in workloads.names() if n != "lm"])  # lm needs files: test_workloads_lm
 def test_every_registered_workload_implements_the_interface(name):
     """get(name) builds a Workload (cheaply: nothing is loaded or trained) named as registered."""
     w = workloads.get(name)

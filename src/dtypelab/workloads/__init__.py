@@ -9,7 +9,11 @@ name            what                                                         pri
 ==============  ===========================================================  ==============
 ``digits-vgg``  seed 004's VGG on scikit-learn's digits (trained, cached)      ``top1`` (%)
 ``minilm``      all-MiniLM-L6-v2 on a pydoc-topics retrieval task              ``recall@1``
+``pydoc-gpt``   a small GPT-2 trained on Python's own docs (trained, cached)   ``perplexity``
+``lm``          any local Hugging Face causal LM on a text file               ``perplexity``
 ==============  ===========================================================  ==============
+
+Perplexity is lower-is-better (``higher_is_better`` is False); ``get("lm", model="DIR", text="FILE")``.
 
 ``cifar10``, ``imagenet`` and ``gpt2`` are known but cannot run here (nothing can be downloaded); ``get``
 raises :class:`WorkloadUnavailable` explaining how to bring your own files.
@@ -17,7 +21,7 @@ raises :class:`WorkloadUnavailable` explaining how to bring your own files.
 Example:
     >>> from dtypelab import workloads
     >>> workloads.names()
-    ['digits-vgg', 'minilm']
+    ['digits-vgg', 'lm', 'minilm', 'pydoc-gpt']
     >>> w = workloads.get("digits-vgg")
     >>> w.primary_metric
     'top1'
@@ -88,10 +92,10 @@ def get(name: str, **kwargs: Any) -> Workload:
     """The workload called ``name`` (keyword arguments go to its constructor).
 
     Example:
-        >>> get("mnist")
+        >>> get("mnist")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        KeyError: "unknown workload 'mnist'; known: digits-vgg, minilm (not runnable here: cifar10, gpt2, imagenet)"
+        KeyError: "unknown workload 'mnist'; known: digits-vgg, lm, minilm, pydoc-gpt (not runnable here: ...)"
     """
     if name in _REGISTRY:
         return _REGISTRY[name](**kwargs)
@@ -111,8 +115,12 @@ _UNAVAILABLE: dict[str, str] = {
     "imagenet": "imagenet: ImageNet and pretrained ImageNet weights cannot be downloaded on this machine, and "
                 "dtypelab ships no stand-in. " + _BRING_YOUR_OWN,
     "gpt2": "gpt2: GPT-2 weights and WikiText-2 cannot be downloaded on this machine, and dtypelab ships no "
-            "stand-in. " + _BRING_YOUR_OWN,
+            "stand-in. With GPT-2 saved on disk (save_pretrained) and a text file, use the 'lm' workload: "
+            "get('lm', model='./gpt2', text='wiki.test.raw') (CLI: -w lm --lm-model ./gpt2 --text wiki.test.raw); "
+            "'pydoc-gpt' is the small GPT-2 dtypelab trains itself. " + _BRING_YOUR_OWN,
 }
 
 register("digits-vgg", "dtypelab.workloads.digits:DigitsVGG")
 register("minilm", "dtypelab.workloads.minilm:MiniLM")
+register("pydoc-gpt", "dtypelab.workloads.pydoc_gpt:PydocGPT")
+register("lm", "dtypelab.workloads.lm:LocalLM")
