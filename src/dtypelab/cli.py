@@ -136,18 +136,36 @@ def formats_plot(
 UserModel = Annotated[str | None, typer.Option("--model", help="Your model: pkg.module:factory (no arguments).")]
 UserEval = Annotated[str | None, typer.Option("--eval", help="Your metric: pkg.module:evaluate(model) -> dict.")]
 UserCalib = Annotated[str | None, typer.Option("--calib", help="Calibration batches: pkg.module:batches().")]
+LMModel = Annotated[Path | None, typer.Option("--lm-model", help="-w lm: a local Hugging Face causal LM directory.")]
+LMText = Annotated[Path | None, typer.Option("--text", help="-w lm: the text file perplexity is measured on.")]
+LMCalibText = Annotated[Path | None, typer.Option("--calib-text", help="-w lm: calibration text (default: a "
+                                                  "held-out head of --text).")]
+LMMaxLength = Annotated[int | None, typer.Option("--max-length", help="-w lm: window length (default: context).")]
+LMStride = Annotated[int | None, typer.Option("--stride", help="-w lm: window stride (default: half a window).")]
+
+
+def _lm(model: Path | None, text: Path | None, calib_text: Path | None, max_length: int | None,
+        stride: int | None) -> dict[str, Any]:
+    """The ``lm`` workload's arguments from the command line (only those given)."""
+    given = {"model": model, "text": text, "calib_text": calib_text, "max_length": max_length, "stride": stride}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
 Executor = Annotated[str, typer.Option(help="serial, process or ray (a local Ray instance).")]
 Workers = Annotated[int | None, typer.Option(help="Workers for --executor process / ray (default: one per core).")]
 
 
-def _workloads(names: list[str] | None, model: str | None, evaluate: str | None, calib: str | None) -> list:
+def _workloads(names: list[str] | None, model: str | None, evaluate: str | None, calib: str | None,
+               lm: dict[str, Any] | None = None) -> list:
     from dtypelab import workloads
+    from dtypelab.experiments.sweep import DEFAULT_WORKLOADS
 
     if model or evaluate:
         if not (model and evaluate):
             raise ValueError("a user workload needs both --model and --eval")
         return [workloads.load_user(model=model, evaluate=evaluate, calib=calib)]
-    return [workloads.get(n) for n in (names or ["digits-vgg", "minilm"])]
+    names = names or list(DEFAULT_WORKLOADS)
+    if lm and "lm" not in names:
+        raise ValueError("--lm-model, --text, --calib-text, --max-length and --stride go with -w lm")
+    return [workloads.get(n, **lm) if n == "lm" and lm else workloads.get(n) for n in names]
 
 
 @app.command()
@@ -162,6 +180,8 @@ def sweep(
     file: Annotated[Path | None, typer.Option(help="A YAML sweep file (keys as these options).")] = None,
     executor: Executor = "serial", workers: Workers = None,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+    lm_model: LMModel = None, text: LMText = None, calib_text: LMCalibText = None, max_length: LMMaxLength = None,
+    stride: LMStride = None,
 ) -> None:
     """Sweep formats x scaling on workloads; resumable; writes results.json/.csv and report.md/.html."""
     from dtypelab.experiments.sweep import SCALINGS, SweepFile
@@ -170,7 +190,8 @@ def sweep(
 
     with _one_line_errors():
         spec = SweepFile.load(file) if file else SweepFile()
-        wls = _workloads(workload or spec.workloads, model, evaluate, calib)
+        wls = _workloads(workload or spec.workloads, model, evaluate, calib,
+                         _lm(lm_model, text, calib_text, max_length, stride))
         store = run_sweep(name or spec.name, wls, fmt or spec.formats, scaling or spec.scalings or list(SCALINGS),
                           runs_dir, limit if limit is not None else spec.limit, executor=executor, workers=workers)
         training = next((getattr(w, "plot_training_curves", None) for w in wls if w.name == "digits-vgg"), None)
@@ -186,13 +207,16 @@ def quantize(
     activations: Annotated[str | None, typer.Option(help="With --scheme: the activations' scheme.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON and CSV with this stem.")] = None,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+    lm_model: LMModel = None, text: LMText = None, calib_text: LMCalibText = None, max_length: LMMaxLength = None,
+    stride: LMStride = None,
 ) -> None:
     """Quantize a workload's model with a config, print the per-layer report and the metrics against FP32."""
     from dtypelab.experiments import evaluate as measure
 
     with _one_line_errors():
         cfg = _config(config, scheme, activations)
-        wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
+        wl = _workloads([workload] if workload else None, model, evaluate, calib,
+                        _lm(lm_model, text, calib_text, max_length, stride))[0]
         user_without_calib = bool(model) and calib is None  # then only static activation scales need batches
         fp32 = measure(wl, None, energy=False).metrics
         outcome = measure(wl, cfg, calibration=None if user_without_calib else wl.calibration(), energy=False)
@@ -226,6 +250,8 @@ def search(
     = False,
     batches: Annotated[int, typer.Option(help="Calibration batches each candidate is scored on.")] = 2,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+    lm_model: LMModel = None, text: LMText = None, calib_text: LMCalibText = None, max_length: LMMaxLength = None,
+    stride: LMStride = None,
 ) -> None:
     """LPQ-style genetic search of per-layer formats under a bit budget."""
     from dtypelab.experiments.search import GASettings
@@ -236,7 +262,8 @@ def search(
     with _one_line_errors():
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-        wl = _workloads([workload] if workload else None, model, evaluate, calib)[0]
+        wl = _workloads([workload] if workload else None, model, evaluate, calib,
+                        _lm(lm_model, text, calib_text, max_length, stride))[0]
         spaces = space if space in SPACES else split_specs(space)
         out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
         result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation, batches=batches,

@@ -234,3 +234,25 @@ def test_bad_arguments_name_the_problem(gpt2_dir, text_file, tmp_path):
     short.write_text("hi", encoding="utf-8")
     with pytest.raises(ValueError, match="too few"):
         LocalLM(gpt2_dir, short)._test_ids()
+
+
+def test_the_sweep_command_runs_a_local_gpt2(gpt2_dir, text_file, tmp_path):
+    """``dtypelab sweep -w lm --lm-model DIR --text FILE``: GPT-2's lm_head is tied to its token embedding, so
+    the sweep keeps it in FP32 with the Embedding (a tied weight has one format) and quantizes every Conv1D."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dtypelab.cli import app
+
+    args = ["sweep", "-w", "lm", "--lm-model", str(gpt2_dir), "--text", str(text_file), "--max-length", "16",
+            "--stride", "8", "-f", "posit(8,1)", "--scaling", "none", "--runs-dir", str(tmp_path), "--name", "g"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "g" / "results.json").read_text())["results"]
+    (row,) = rows
+    assert row["workload"] == "lm" and row["primary_metric"] == "perplexity" and not row["higher_is_better"]
+    assert row["bits_per_weight"] == 8.0 and row["size_mb"] < row["fp32_size_mb"] and row["metrics"]["perplexity"] > 1
+    bad = CliRunner().invoke(app, ["sweep", "-w", "digits-vgg", "--text", str(text_file), "--runs-dir",
+                                   str(tmp_path)])
+    assert bad.exit_code == 2 and "go with -w lm" in bad.output

@@ -43,7 +43,7 @@ from dtypelab.experiments.store import Result, ResultStore, run_dir
 log = logging.getLogger(__name__)
 
 SCALINGS = ("none", "adaptive")
-DEFAULT_WORKLOADS = ("digits-vgg", "minilm")
+DEFAULT_WORKLOADS = ("digits-vgg", "minilm", "pydoc-gpt")
 MAX_ACTIVATION_TRIALS = 10  # dynamic activation scales searching more trial scales than this use absmax
 
 
@@ -118,15 +118,26 @@ def cells_for(formats: Sequence[str] | None) -> list[Cell]:
     return out
 
 
-def cell_config(cell: Cell, scaling: str, has_embedding: bool = False) -> dict | None:
-    """The quantize_model config of a cell; Embedding tables stay FP32 (only linear and conv layers)."""
+def cell_config(cell: Cell, scaling: str, has_embedding: bool = False, tied: Sequence[str] = ()) -> dict | None:
+    """The quantize_model config of a cell; Embedding tables stay FP32 (only linear and conv layers), and so do
+    the layers in ``tied`` (those sharing an Embedding's weight, such as GPT-2's ``lm_head``: a tied weight is
+    stored once, in one format)."""
     w = cell.weights(scaling)
     if w is None:
         return None
     config = {"weights": w, "activations": cell.activations(scaling), "activation_scales": "dynamic"}
     if has_embedding:
-        config["layers"] = [{"match": "Embedding", "weights": None}]
+        config["layers"] = [{"match": "Embedding", "weights": None}, *({"match": n, "weights": None} for n in tied)]
     return config
+
+
+def tied_to_embeddings(model: Any) -> list[str]:
+    """Names of the non-Embedding modules whose weight is an Embedding's weight (tied output layers)."""
+    import torch
+
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return [n for n, m in model.named_modules()
+            if not isinstance(m, torch.nn.Embedding) and id(getattr(m, "weight", None)) in tables]
 
 
 def cell_settings(workload: Any, limit: int | None) -> dict[str, Any]:
@@ -144,8 +155,9 @@ def run_cell(workload: Any, cell: Cell, scaling: str, limit: int | None = None) 
     """Quantize a fresh copy of the workload's model with the cell's config and evaluate it."""
     import torch
 
-    has_embedding = any(isinstance(m, torch.nn.Embedding) for m in workload.model().modules())
-    o = evaluate(workload, cell_config(cell, scaling, has_embedding), limit=limit)
+    model = workload.model()
+    has_embedding = any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+    o = evaluate(workload, cell_config(cell, scaling, has_embedding, tied_to_embeddings(model)), limit=limit)
     return Result(workload.name, cell.label, scaling, cell.weights(scaling), cell.activations(scaling),
                   o.primary_metric, o.metrics, o.bits_per_weight, o.size_mb, o.fp32_size_mb, o.weight_mse, o.seconds,
                   o.energy_pj, cell_settings(workload, limit), getattr(workload, "higher_is_better", True))

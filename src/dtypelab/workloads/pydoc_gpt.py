@@ -311,6 +311,9 @@ class PydocGPT(CausalLMWorkload):
     """
 
     name = "pydoc-gpt"
+    #: the default sweep's columns: PositTune's table, with int8 and MXFP8 for reference
+    sweep_cells = ("fp32", "e4m3", "posit(8,0)", "posit(8,1)", "posit(6,0)", "posit(6,1)", "lp(6,1,2,0)",
+                   "int8/channel", "mxfp8")
     max_length = 256
     stride = EVAL_STRIDE
     _REBUILDABLE = ("_pristine", "_ref", "_corpus", "_tokenizer", "_ids")
