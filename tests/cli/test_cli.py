@@ -205,6 +205,18 @@ def test_unknown_and_unavailable_workloads(runner):
     assert_one_line_error(invoke(runner, "cost", "-w", "gpt2", "--scheme", "int8"), "gpt2")
 
 
+def test_a_damaged_cached_model_is_named(runner, tmp_path, monkeypatch):
+    """A truncated cache file gives one line naming it and saying what to do, not a 100-line traceback."""
+    from dtypelab.workloads.digits import DigitsVGG
+
+    monkeypatch.setenv("DTYPELAB_CACHE", str(tmp_path))
+    wl = DigitsVGG()
+    wl.weights_path.write_bytes(b"PK\x03\x04 truncated")
+    wl.history_path.write_text("{}")
+    assert_one_line_error(invoke(runner, "quantize", "-w", "digits-vgg", "--scheme", "int8"),
+                          f"{wl.weights_path}: the cached digits-vgg model cannot be read", "delete the file")
+
+
 def test_config_and_scheme_are_separate_options(runner, tmp_path):
     missing = tmp_path / "missing.yaml"
     assert_one_line_error(invoke(runner, "quantize", "-w", "digits-vgg", "--config", missing),

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "torch_threads"]
+__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "load_cached", "torch_threads"]
 
 
 class WorkloadUnavailable(RuntimeError):
@@ -124,6 +124,30 @@ def cache_dir() -> Path:
         path = Path(base).expanduser() / "dtypelab"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def load_cached(model: nn.Module, path: Path, what: str) -> nn.Module:
+    """Load a cached state dict into ``model`` (``weights_only``); a damaged or foreign file raises ValueError
+    naming it and what to do, instead of a deep traceback.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "m.pt"
+        >>> _ = bad.write_bytes(b"not a checkpoint")
+        >>> try:
+        ...     load_cached(torch.nn.Linear(2, 2), bad, "toy model")
+        ... except ValueError as err:
+        ...     print(str(err).startswith(f"{bad}: the cached toy model cannot be read"), str(err)[-31:])
+        True it is trained again on next use
+    """
+    import torch
+
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:
+        raise ValueError(f"{path}: the cached {what} cannot be read ({type(err).__name__}: {str(err)[:200]}); "
+                         "delete the file and it is trained again on next use") from None
+    return model
 
 
 @contextlib.contextmanager

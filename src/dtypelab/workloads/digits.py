@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import Workload, atomic_write, cache_dir, torch_threads
+from dtypelab.workloads.base import Workload, atomic_write, cache_dir, load_cached, torch_threads
 
 __all__ = ["VGG", "TrainSettings", "DigitsVGG", "load_data", "cache_key", "train", "plot_training_curves"]
 
@@ -302,9 +302,7 @@ class DigitsVGG(Workload):
 
     def _build_model(self) -> nn.Module:
         path = self.ensure_trained()
-        model = VGG(in_channels=1)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model
+        return load_cached(VGG(in_channels=1), path, "digits-vgg model")
 
     # -- interface --------------------------------------------------------------------------------
     def calibration(self, n_batches: int = 4, batch_size: int = 32) -> list[torch.Tensor]:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import atomic_write, cache_dir, torch_threads
+from dtypelab.workloads.base import atomic_write, cache_dir, load_cached, torch_threads
 from dtypelab.workloads.lm import CausalLMWorkload
 
 __all__ = ["Settings", "Corpus", "PydocGPT", "build_corpus", "train", "unigram_perplexity", "plot_loss_curve"]
@@ -413,9 +413,7 @@ class PydocGPT(CausalLMWorkload):
         path = self.ensure_trained()
         if self._pristine is not None:  # just trained
             return self._pristine
-        model = self._new_model()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model
+        return load_cached(self._new_model(), path, "pydoc-gpt model")
 
     def plot_loss_curve(self, path: str | Path) -> Path:
         """Plot the training loss curve to a PNG (see :func:`plot_loss_curve`)."""
