@@ -122,7 +122,8 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
 
     def show(v: Interval) -> str:
         if not higher:  # perplexity: the value and its ratio to FP32
-            ratio = f" ({v.value / fp32.value:.3g}x FP32)" if fp32 is not None and fp32.value > 0 else ""
+            r = v.value / fp32.value if fp32 is not None and fp32.value > 0 else None
+            ratio = "" if r is None else f" ({r:.3g}x FP32)" if r >= 10 else f" ({r:.3f}x FP32)"
             return f"{v.value:.4g}{ratio}"
         return v.show(digits) if known else f"{v.value:.{digits}f}"
 
@@ -163,7 +164,8 @@ def reading(workload: str, table: dict[tuple[str, str], Result]) -> str:
             best6 = best([a for _, a in p6.values()])
             best8 = best(fp8)
             verdict = "exceeds" if better(best6, best8) else "falls short of" if better(best8, best6) else "reaches"
-            tie = "; the intervals overlap" if verdict == "reaches" and best6.value != best8.value else ""
+            overlap = "the intervals overlap" if higher else f"within {100 * (RATIO_BAND - 1):.0f} %"
+            tie = f"; {overlap}" if verdict == "reaches" and best6.value != best8.value else ""
             parts.append(f"The best 6-bit adaptive posit ({show(best6)}) {verdict} FP8 E4M3 quality "
                          f"({show(best8)}{tie}).")
     dts = [(n, iv(f"dt{n}", "none")) for n in range(8, 2, -1) if iv(f"dt{n}", "none") is not None]
@@ -227,7 +229,9 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
                   for (c, s), r in table.items() if not (s == "adaptive" and _same(table.get((c, "none")), r))]
         plot = metric_vs_bits(points, key, f"{name}: {key} against stored bits per weight (* adaptive)",
                               out / f"{name}-metric-vs-bits.png", higher_is_better=_higher(table))
-        bars = "95 % intervals as error bars" if key in PROPORTIONS else f"no interval known ({point} is one point)"
+        bars = ("95 % intervals as error bars" if key in PROPORTIONS
+                else "no interval known; lower is better" if not _higher(table)
+                else f"no interval known ({point} is one point)")
         doc.image(plot, f"{name}: {key} against bits per weight (log scale), with the Pareto front and {bars}; "
                         "every point is in the table above")
         wl = next((w for w in workloads if w.name == name), None)
