@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "load_cached", "torch_threads"]
+__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "load_cached", "save_trained",
+           "torch_threads"]
 
 
 class WorkloadUnavailable(RuntimeError):
@@ -123,6 +125,16 @@ def cache_dir() -> Path:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base).expanduser() / "dtypelab"
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_trained(path: Path, history_path: Path, state: dict[str, Any], history: dict[str, Any]) -> Path:
+    """Cache a trained model: its history (JSON) first, then its state dict, each written atomically, so a
+    reader that finds the weights finds their history too. Returns ``path``."""
+    import torch
+
+    atomic_write(history_path, json.dumps(history, indent=1))
+    atomic_write(path, lambda t: torch.save(state, t))
     return path
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import Workload, atomic_write, cache_dir, load_cached, torch_threads
+from dtypelab.workloads.base import Workload, atomic_write, cache_dir, load_cached, save_trained, torch_threads
 
 __all__ = ["VGG", "TrainSettings", "DigitsVGG", "load_data", "cache_key", "train", "plot_training_curves"]
 
@@ -291,9 +291,7 @@ class DigitsVGG(Workload):
             return path
         log.info("training digits-vgg (settings %s) into %s", self.settings, path)
         state, history = train(self.settings, self.data)
-        atomic_write(self.history_path, lambda t: t.write_text(json.dumps(history, indent=1)))
-        atomic_write(path, lambda t: torch.save(state, t))
-        return path
+        return save_trained(path, self.history_path, state, history)
 
     def history(self) -> dict[str, Any]:
         """The training history (per-epoch ``train_loss``, ``train_acc``, ``test_acc``), training if needed."""

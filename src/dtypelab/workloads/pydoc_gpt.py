@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import atomic_write, cache_dir, load_cached, torch_threads
+from dtypelab.workloads.base import atomic_write, cache_dir, load_cached, save_trained, torch_threads
 from dtypelab.workloads.lm import CausalLMWorkload
 
 __all__ = ["Settings", "Corpus", "PydocGPT", "build_corpus", "train", "unigram_perplexity", "plot_loss_curve"]
@@ -400,9 +400,7 @@ class PydocGPT(CausalLMWorkload):
         history["key"] = self.settings.key(self.corpus.sha256)
         history["corpus"] = self.corpus.stats()
         history["tokens"] = {s: len(self.token_ids(s)) for s in ("train", "calibration", "test")}
-        atomic_write(self.history_path, lambda t: t.write_text(json.dumps(history, indent=1)))
-        atomic_write(path, lambda t: torch.save(state, t))
-        return path
+        return save_trained(path, self.history_path, state, history)
 
     def history(self) -> dict[str, Any]:
         """The training history (per-step ``train_loss``, ``test_perplexity``, ``unigram_perplexity``, ...)."""
