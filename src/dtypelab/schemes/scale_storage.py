@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -128,16 +129,22 @@ NONE, FP32 = NoScale(), Float32Scale()
 
 
 def scale_storage(spec: str | Format | ScaleStorage) -> ScaleStorage:
-    """``none``, ``fp32``, or any format spec of at most 16 bits (a ScaleStorage or Format passes through)."""
+    """``none``, ``fp32``, or any format spec of at most 16 bits, optionally ``+fp32`` (a ScaleStorage or Format
+    passes through)."""
     if isinstance(spec, ScaleStorage):
         return spec
     if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text in ("none", "fp32"):
-            return NONE if text == "none" else FP32
-        if text.endswith("+fp32"):
-            return FormatScale(fmt(text.removesuffix("+fp32")), tensor_scale=True)
+        return _parsed(spec.strip().lower())
     return FormatScale(fmt(spec))
+
+
+@lru_cache(maxsize=64)
+def _parsed(text: str) -> ScaleStorage:
+    if text in ("none", "fp32"):
+        return NONE if text == "none" else FP32
+    if text.endswith("+fp32"):
+        return FormatScale(fmt(text.removesuffix("+fp32")), tensor_scale=True)
+    return FormatScale(fmt(text))
 
 
 __all__ = ["ScaleStorage", "NoScale", "Float32Scale", "FormatScale", "scale_storage", "NONE", "FP32"]
