@@ -16,6 +16,7 @@ import abc
 import contextlib
 import copy
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from dtypelab._io import atomic_write  # re-exported for workload authors
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "load_cached", "save_trained",
-           "torch_threads"]
+__all__ = ["Workload", "WorkloadUnavailable", "cache_dir", "atomic_write", "load_cached",
+           "TrainedOnFirstUse", "torch_threads"]
 
 
 class WorkloadUnavailable(RuntimeError):
@@ -128,16 +131,6 @@ def cache_dir() -> Path:
     return path
 
 
-def save_trained(path: Path, history_path: Path, state: dict[str, Any], history: dict[str, Any]) -> Path:
-    """Cache a trained model: its history (JSON) first, then its state dict, each written atomically, so a
-    reader that finds the weights finds their history too. Returns ``path``."""
-    import torch
-
-    atomic_write(history_path, json.dumps(history, indent=1))
-    atomic_write(path, lambda t: torch.save(state, t))
-    return path
-
-
 def load_cached(model: nn.Module, path: Path, what: str) -> nn.Module:
     """Load a cached state dict into ``model`` (``weights_only``); a damaged or foreign file raises ValueError
     naming it and what to do, instead of a deep traceback.
@@ -160,6 +153,48 @@ def load_cached(model: nn.Module, path: Path, what: str) -> nn.Module:
         raise ValueError(f"{path}: the cached {what} cannot be read ({type(err).__name__}: {str(err)[:200]}); "
                          "delete the file and it is trained again on next use") from None
     return model
+
+
+class TrainedOnFirstUse:
+    """A workload mixin for a model trained on first use and cached: the weights at :attr:`weights_path` and the
+    training history (JSON) beside them, each written atomically, the history first, so that weights found always
+    have their history. Subclasses give ``weights_path`` (a key of everything the training depends on),
+    ``_train() -> (state_dict, history)`` and ``_new_model()`` (the untrained architecture)."""
+
+    name: str
+    weights_path: Path
+
+    @property
+    def history_path(self) -> Path:
+        """The training history beside the weights: ``<weights stem>.history.json``."""
+        return self.weights_path.with_suffix(".history.json")
+
+    def _train(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        raise NotImplementedError
+
+    def _new_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def ensure_trained(self) -> Path:
+        """Train and cache the model unless the cache already holds it; returns the weights path."""
+        import torch
+
+        path = self.weights_path
+        if path.exists() and self.history_path.exists():
+            return path
+        log.info("training %s (settings %s) into %s", self.name, getattr(self, "settings", None), path)
+        state, history = self._train()
+        atomic_write(self.history_path, json.dumps(history, indent=1))
+        atomic_write(path, lambda t: torch.save(state, t))
+        return path
+
+    def history(self) -> dict[str, Any]:
+        """The training history, training first if needed."""
+        self.ensure_trained()
+        return json.loads(self.history_path.read_text())
+
+    def _build_model(self) -> nn.Module:
+        return load_cached(self._new_model(), self.ensure_trained(), f"{self.name} model")
 
 
 @contextlib.contextmanager

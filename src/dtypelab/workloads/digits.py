@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import Workload, atomic_write, cache_dir, load_cached, save_trained, torch_threads
+from dtypelab.workloads.base import TrainedOnFirstUse, Workload, atomic_write, cache_dir, torch_threads
 
 __all__ = ["VGG", "TrainSettings", "DigitsVGG", "load_data", "cache_key", "train", "plot_training_curves"]
 
@@ -248,7 +248,7 @@ def train(settings: TrainSettings, data: dict[str, torch.Tensor] | None = None) 
     return model.state_dict(), history
 
 
-class DigitsVGG(Workload):
+class DigitsVGG(TrainedOnFirstUse, Workload):
     """The ``digits-vgg`` workload; primary metric ``top1`` (test accuracy, percent).
 
     Example:
@@ -279,28 +279,11 @@ class DigitsVGG(Workload):
         """Where the trained weights live: ``<cache>/digits-vgg-<key>.pt`` (key: :func:`cache_key`)."""
         return cache_dir() / f"digits-vgg-{cache_key(self.settings, self.data)}.pt"
 
-    @property
-    def history_path(self) -> Path:
-        """The per-epoch history beside the weights: ``<cache>/digits-vgg-<key>.history.json``."""
-        return self.weights_path.with_suffix(".history.json")
+    def _train(self) -> tuple[dict[str, Any], dict[str, Any]]:  # history: per-epoch train_loss, train/test_acc
+        return train(self.settings, self.data)
 
-    def ensure_trained(self) -> Path:
-        """Train and cache the model unless the cache already holds it; returns the weights path."""
-        path = self.weights_path
-        if path.exists() and self.history_path.exists():
-            return path
-        log.info("training digits-vgg (settings %s) into %s", self.settings, path)
-        state, history = train(self.settings, self.data)
-        return save_trained(path, self.history_path, state, history)
-
-    def history(self) -> dict[str, Any]:
-        """The training history (per-epoch ``train_loss``, ``train_acc``, ``test_acc``), training if needed."""
-        self.ensure_trained()
-        return json.loads(self.history_path.read_text())
-
-    def _build_model(self) -> nn.Module:
-        path = self.ensure_trained()
-        return load_cached(VGG(in_channels=1), path, "digits-vgg model")
+    def _new_model(self) -> nn.Module:
+        return VGG(in_channels=1)
 
     # -- interface --------------------------------------------------------------------------------
     def calibration(self, n_batches: int = 4, batch_size: int = 32) -> list[torch.Tensor]:

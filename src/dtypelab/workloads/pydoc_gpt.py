@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtypelab.workloads.base import atomic_write, cache_dir, load_cached, save_trained, torch_threads
+from dtypelab.workloads.base import TrainedOnFirstUse, atomic_write, cache_dir, torch_threads
 from dtypelab.workloads.lm import CausalLMWorkload
 
 __all__ = ["Settings", "Corpus", "PydocGPT", "build_corpus", "train", "unigram_perplexity", "plot_loss_curve"]
@@ -301,7 +301,7 @@ def train(settings: Settings, train_ids: torch.Tensor) -> tuple[dict[str, torch.
     return model.state_dict(), history
 
 
-class PydocGPT(CausalLMWorkload):
+class PydocGPT(TrainedOnFirstUse, CausalLMWorkload):
     """The ``pydoc-gpt`` workload; primary metric ``perplexity`` (lower is better).
 
     Example:
@@ -375,22 +375,14 @@ class PydocGPT(CausalLMWorkload):
         """``<cache>/pydoc-gpt-<key>.pt``."""
         return cache_dir() / f"pydoc-gpt-{self.settings.key(self.corpus.sha256)}.pt"
 
-    @property
-    def history_path(self) -> Path:
-        """The loss curve and training facts beside the weights: ``<cache>/pydoc-gpt-<key>.history.json``."""
-        return self.weights_path.with_suffix(".history.json")
-
     def _new_model(self) -> nn.Module:
         from transformers import GPT2LMHeadModel
 
         return GPT2LMHeadModel(self.settings.gpt2_config())
 
-    def ensure_trained(self) -> Path:
-        """Train and cache the model unless the cache holds it; returns the weights path."""
-        path = self.weights_path
-        if path.exists() and self.history_path.exists():
-            return path
-        log.info("training pydoc-gpt (settings %s) into %s", self.settings, path)
+    def _train(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Train, then add the test and unigram perplexities and the corpus facts to the history (the loss curve);
+        the trained model is kept as the pristine one."""
         state, history = train(self.settings, self.token_ids("train"))
         model = self._new_model()
         model.load_state_dict(state)
@@ -400,18 +392,11 @@ class PydocGPT(CausalLMWorkload):
         history["key"] = self.settings.key(self.corpus.sha256)
         history["corpus"] = self.corpus.stats()
         history["tokens"] = {s: len(self.token_ids(s)) for s in ("train", "calibration", "test")}
-        return save_trained(path, self.history_path, state, history)
-
-    def history(self) -> dict[str, Any]:
-        """The training history (per-step ``train_loss``, ``test_perplexity``, ``unigram_perplexity``, ...)."""
-        self.ensure_trained()
-        return json.loads(self.history_path.read_text())
+        return state, history
 
     def _build_model(self) -> nn.Module:
-        path = self.ensure_trained()
-        if self._pristine is not None:  # just trained
-            return self._pristine
-        return load_cached(self._new_model(), path, "pydoc-gpt model")
+        self.ensure_trained()  # training keeps the trained model as the pristine one: no need to load it again
+        return self._pristine if self._pristine is not None else super()._build_model()
 
     def plot_loss_curve(self, path: str | Path) -> Path:
         """Plot the training loss curve to a PNG (see :func:`plot_loss_curve`)."""
