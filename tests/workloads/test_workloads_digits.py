@@ -38,15 +38,6 @@ def small_data(sliced, tmp_cache, monkeypatch):
     return sliced
 
 
-@pytest.fixture(scope="module")
-def tmp_cache(tmp_path_factory):
-    """One temporary cache for the module: the tiny model is trained once and reused by later tests."""
-    path = tmp_path_factory.mktemp("dtypelab-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DTYPELAB_CACHE", str(path))
-        yield path
-
-
 def test_split_is_fixed_stratified_and_normalised(data):
     assert data["x_train"].shape == (1437, 1, 32, 32) and data["x_test"].shape == (360, 1, 32, 32)
     counts = torch.bincount(data["y_test"], minlength=10)

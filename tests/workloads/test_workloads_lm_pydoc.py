@@ -23,14 +23,6 @@ TINY = Settings(vocab_size=320, n_embd=16, n_layer=1, n_head=2, steps=3, batch_s
 
 
 @pytest.fixture(scope="module")
-def tmp_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dtypelab-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DTYPELAB_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_cache):
     return build_corpus()
 
