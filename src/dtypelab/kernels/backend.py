@@ -16,15 +16,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from dtypelab.kernels.table import BY_SIGN, UP
+from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
 
-if TYPE_CHECKING:
-    from dtypelab.kernels.engine import PositEngine, TableEngine
+
+class TableEngineLike(Protocol):
+    """What a backend reads of :class:`dtypelab.kernels.engine.TableEngine` (named here, not imported: the
+    engines import the backends)."""
+
+    table: RoundingTable
+    bits: int
+
+
+class PositEngineLike(Protocol):
+    """What a backend reads of :class:`dtypelab.kernels.engine.PositEngine`."""
+
+    bits: int
+    es: int
 
 
 @dataclass(frozen=True)
@@ -45,15 +57,15 @@ class Backend:
     """Applies engines to tensors of one device kind. ``out`` is a contiguous tensor of ``x``'s shape on its
     device (values in ``x``'s dtype, or codes); each method returns the number of NaN inputs it saw."""
 
-    def table(self, engine: TableEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         """Round ``x`` through ``engine``'s table into ``out`` (``what``: ``value`` or ``code``)."""
         raise NotImplementedError
 
-    def posit(self, engine: PositEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         """The closed-form posit rounding of ``x`` into ``out``."""
         raise NotImplementedError
 
-    def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
               ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """Fused block scaling of flat ``x`` in blocks of ``size``: ``(codes or fake-quantized values, float32
         scales per block, blocks holding NaN)``, or None where this backend has no fused kernel for it (the
@@ -70,7 +82,7 @@ class Backend:
 class TorchBackend(Backend):
     """The exact reference on any device: the rounding table searched with ``torch.searchsorted``."""
 
-    def table(self, engine: TableEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         t = engine.table
         x64 = x.to(torch.float64)
         thr = torch.as_tensor(t.thresholds, device=x.device)
@@ -88,7 +100,7 @@ class TorchBackend(Backend):
         out.copy_(torch.as_tensor(source, device=x.device)[idx])
         return int(nan.sum())
 
-    def posit(self, engine: PositEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         cpu = x.to("cpu", torch.float64)
         result = torch.empty(cpu.shape, dtype=cpu.dtype if what == "value" else out.dtype)
         nans = backend_for(cpu.device).posit(engine, cpu, result, what)
