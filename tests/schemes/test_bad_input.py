@@ -3,6 +3,7 @@ scale format's range, NaN and inf in every kind of scheme (one rule, the same in
 empty tensors, absurd block sizes, and QTensor files that are not what they claim."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -175,3 +176,15 @@ def test_nvfp4_keeps_small_tensors():
     assert rel == pytest.approx(float((dl.fake_quantize(x, "nvfp4") - x).norm() / x.norm()), rel=1e-3)
     assert (dl.fake_quantize(x * 1e-4, "e2m1/block:16/absmax/e4m3") == 0).all()
     assert dl.quantize(x, "nvfp4").storage_bits == 4096 * 4 + 256 * 8 + 32
+
+
+@pytest.mark.parametrize("spec, says", [("int8/block:16/absmax/foo+fp32", "unknown format spec 'foo'"),
+                                        ("int8/block:16/absmax/posit(32,2)", "at most 16 bits"),
+                                        ("int8/block:16/absmax/uint4+fp32", None)])
+def test_scale_storage_specs(spec, says):
+    """Scale storage is ``none``, ``fp32`` or a format of at most 16 bits, optionally ``+fp32``."""
+    if says is None:
+        assert str(dl.Scheme.parse(spec)) == spec
+        return
+    with pytest.raises(ValueError, match=re.escape(says)):
+        dl.Scheme.parse(spec)

@@ -256,3 +256,10 @@ def test_the_sweep_command_runs_a_local_gpt2(gpt2_dir, text_file, tmp_path):
     bad = CliRunner().invoke(app, ["sweep", "-w", "digits-vgg", "--text", str(text_file), "--runs-dir",
                                    str(tmp_path)])
     assert bad.exit_code == 2 and "go with -w lm" in bad.output
+    for wrong, says in ((["--lm-model", str(tmp_path)], "not a directory with a config.json"),
+                        (["--stride", "0"], "stride")):
+        args_wrong = ["sweep", "-w", "lm", "--lm-model", str(gpt2_dir), "--text", str(text_file), *wrong,
+                      "--runs-dir", str(tmp_path), "--name", "bad"]
+        result = CliRunner().invoke(app, args_wrong)
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "bad" / "results.json").exists()
