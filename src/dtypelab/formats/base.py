@@ -21,7 +21,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 import torch
 
-from dtypelab.kernels.engine import Engine, TableEngine, code_dtype
+from dtypelab.kernels.engine import Engine, StochasticEngine, TableEngine, code_dtype
+from dtypelab.kernels.rounding import DEFAULT, Rounding, flush_outputs, table_for
 from dtypelab.kernels.table import RoundingTable
 
 TABLE_BITS = 16  # formats up to this width are served by a value table
@@ -55,9 +56,27 @@ class Format(ABC):
 
     inf_is_nan = False  # posits: +-inf -> NaR
 
-    def rounding_table(self) -> RoundingTable:
+    @property
+    def above_max(self) -> float | None:
+        """The value past ``max`` on the format's grid continued upward (floats: max + its ulp), where overflow
+        to infinity is decided (:mod:`dtypelab.kernels.rounding`); None: overflow is decided at max."""
+        return None
+
+    @property
+    def min_normal(self) -> float | None:
+        """The smallest normal magnitude of a format with subnormals (what ``daz`` / ``ftz`` flush below)."""
+        return None
+
+    def nearest_table(self) -> RoundingTable:
         """Nearest value, ties to the even code, saturating; signed zeros kept where the format has them."""
         return _midpoint_table(self)
+
+    def rounding_table(self, rounding: Rounding | str | None = None) -> RoundingTable:
+        """The table of a deterministic ``rounding`` (default: :meth:`nearest_table`)."""
+        rounding = Rounding.parse(rounding)
+        if rounding.stochastic:
+            raise ValueError(f"{rounding} is stochastic: it has no single table (see Format.engine_for)")
+        return self.nearest_table() if rounding == DEFAULT else table_for(self, rounding)
 
     # ---- derived ------------------------------------------------------------------------------------------
 
@@ -66,7 +85,11 @@ class Format(ABC):
 
     @property
     def engine(self) -> Engine:
-        return _engine(self)
+        return self.engine_for(DEFAULT)
+
+    def engine_for(self, rounding: Rounding | str | None) -> Engine:
+        """The engine that rounds to this format under ``rounding`` (built once per format and rounding)."""
+        return _engine(self, Rounding.parse(rounding))
 
     def values(self) -> torch.Tensor:
         """Every finite value, sorted, as a float64 tensor (zero once)."""
@@ -90,13 +113,17 @@ class Format(ABC):
     def is_signed(self) -> bool:
         return float(_finite_values(self)[0]) < 0
 
-    def quantize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Round every element of ``x`` to the nearest value of the format (same shape and dtype)."""
-        return self.engine.quantize(x, out)
+    def quantize(self, x: torch.Tensor, out: torch.Tensor | None = None, *, rounding: Rounding | str | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Round every element of ``x`` to a value of the format (same shape and dtype): the nearest, ties to
+        even, by default; else as ``rounding`` says (:mod:`dtypelab.kernels.rounding`: ``"rz"``, ``"sr8"``,
+        ``"rne+ovfinf"`` ...), stochastic modes drawing their seed from ``generator``."""
+        return self.engine_for(rounding).quantize(x, out, generator)
 
-    def encode(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Bit patterns (uint8 up to 8 bits, int32 up to 31, else int64) of the nearest values."""
-        codes, nans = self.engine.encode(x, out)
+    def encode(self, x: torch.Tensor, out: torch.Tensor | None = None, *, rounding: Rounding | str | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Bit patterns (uint8 up to 8 bits, int32 up to 31, else int64) of the rounded values."""
+        codes, nans = self.engine_for(rounding).encode(x, out, generator)
         if nans and self.nan_code is None:
             raise ValueError(f"{self} has no NaN code, but the input holds {nans} NaN value(s)")
         return codes
@@ -147,11 +174,21 @@ def _finite_values(f: Format) -> np.ndarray:
     return v
 
 
-@lru_cache(maxsize=128)
-def _engine(f: Format) -> Engine:
+@lru_cache(maxsize=256)
+def _engine(f: Format, rounding: Rounding) -> Engine:
     if f.bits > TABLE_BITS:
         raise ValueError(f"{f}: formats wider than {TABLE_BITS} bits need their own engine")
-    return TableEngine(f.rounding_table(), f.bits)
+    if not rounding.stochastic:
+        return TableEngine(f.rounding_table(rounding), f.bits)
+    truncating = table_for(f, rounding, truncating=True)
+    results = flush_outputs(truncating, f.min_normal) if rounding.flush_outputs else truncating  # type: ignore
+    k = truncating.n_intervals
+    positions = truncating.values[:k].copy()
+    beyond = ~np.isfinite(positions)  # overflow intervals: placed at the continued grid's next value
+    above = f.above_max if f.above_max is not None else np.inf
+    positions[beyond] = np.where(np.arange(k)[beyond] == 0, -above, above)
+    flush_below = f.min_normal if rounding.flush_inputs else 0.0
+    return StochasticEngine(truncating, results, positions, f.bits, rounding.bits_compared, flush_below or 0.0)
 
 
 @lru_cache(maxsize=128)

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from enum import Enum
 
@@ -124,6 +125,17 @@ class FloatFormat(Format):
             quiet = [c for c in nans if self.fraction_bits and c >> (self.fraction_bits - 1) & 1]
             return quiet[0] if quiet else nans[0]
         return self.magnitudes if self.signed and not self.negative_zero else None
+
+    @property
+    def above_max(self) -> float:
+        """max + the spacing of max's binade (for precision 1, 2 * max): the first value of the grid past max."""
+        top = max(math.floor(math.log2(self.max)), 1 - self.bias if self.subnormals else -self.bias)
+        return self.max + 2.0 ** (top - self.fraction_bits)
+
+    @property
+    def min_normal(self) -> float | None:
+        """2^(1 - bias) where the format has subnormals below it (none: precision 1, or no subnormals)."""
+        return 2.0 ** (1 - self.bias) if self.subnormals and self.fraction_bits and self.exponent_bits else None
 
     def __str__(self) -> str:
         if self in NAMES:

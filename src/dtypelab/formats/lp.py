@@ -81,7 +81,7 @@ class LogPosit(Format):
     def code_values(self) -> np.ndarray:
         return _lp_tables(self)[0]
 
-    def rounding_table(self) -> RoundingTable:
+    def nearest_table(self) -> RoundingTable:
         return _lp_tables(self)[1]
 
 
@@ -220,9 +220,10 @@ def _lp_tables(f: LogPosit) -> tuple[np.ndarray, RoundingTable]:
     thresholds = np.concatenate([-pos_mids[::-1], [0.0, 0.0], pos_mids])
     tie = np.concatenate([neg_ties, [UP, DOWN], pos_ties]).astype(np.int8)
     never_to_zero(signed, thresholds, tie)
+    exact_tie = np.concatenate([rational[::-1], [False, False], rational])  # powers of two: true ties
     nar = (np.nan, half)
     table = RoundingTable.with_specials(values, signed & ((1 << n) - 1), thresholds, tie,
-                                       nan=nar, pinf=nar, ninf=nar, values32=values32)
+                                       nan=nar, pinf=nar, ninf=nar, values32=values32, exact_tie=exact_tie)
     return code_values, table
 
 

@@ -20,6 +20,7 @@ from dtypelab.formats.base import TABLE_BITS, Format, _engine
 from dtypelab.formats.registry import int_args, register_alias, register_family
 from dtypelab.kernels import posit_closed
 from dtypelab.kernels.engine import PositEngine
+from dtypelab.kernels.rounding import DEFAULT, Rounding
 from dtypelab.kernels.table import DOWN, UP, RoundingTable
 
 
@@ -60,7 +61,7 @@ class Posit(Format):
     def code_values(self) -> np.ndarray:
         return pattern_values(np.arange(1 << self.n, dtype=np.int64), self.n, self.es)
 
-    def rounding_table(self) -> RoundingTable:
+    def nearest_table(self) -> RoundingTable:
         signed, values = signed_patterns(self.n, self.code_values())
         mid_codes = (2 * signed[:-1] + 1) & ((1 << (self.n + 1)) - 1)
         thresholds = pattern_values(mid_codes, self.n + 1, self.es)
@@ -68,11 +69,16 @@ class Posit(Format):
         never_to_zero(signed, thresholds, tie)
         nar = (np.nan, self.nan_code)
         return RoundingTable.with_specials(values, signed & ((1 << self.n) - 1), thresholds, tie,
-                                           nan=nar, pinf=nar, ninf=nar)
+                                           nan=nar, pinf=nar, ninf=nar, exact_tie=thresholds != 0)
 
-    @property
-    def engine(self):
-        return PositEngine(self.n, self.es) if self.n > TABLE_BITS else _engine(self)
+    def engine_for(self, rounding: Rounding | str | None):
+        rounding = Rounding.parse(rounding)
+        if self.n <= TABLE_BITS:
+            return _engine(self, rounding)
+        if rounding != DEFAULT:
+            raise ValueError(f"{self}: posits wider than {TABLE_BITS} bits round to nearest, ties to even, only "
+                             f"(got rounding {str(rounding)!r}); other modes need n <= {TABLE_BITS}")
+        return PositEngine(self.n, self.es)
 
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if self.n <= TABLE_BITS:

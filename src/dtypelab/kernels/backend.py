@@ -21,6 +21,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from dtypelab.kernels.random import torch_words
+from dtypelab.kernels.stochastic import torch_goes_away
 from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
 
 
@@ -37,6 +39,18 @@ class PositEngineLike(Protocol):
 
     bits: int
     es: int
+
+
+class StochasticEngineLike(Protocol):
+    """What a backend reads of :class:`dtypelab.kernels.engine.StochasticEngine`."""
+
+    bits: int
+    index: TableEngineLike
+    results: RoundingTable
+    positions: np.ndarray
+    random_bits: int
+    flush_below: float
+    n_sorted: int
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,12 @@ class Backend:
         """The closed-form posit rounding of ``x`` into ``out``."""
         raise NotImplementedError
 
+    def stochastic(self, engine: StochasticEngineLike, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
+                   ) -> int:
+        """Stochastic rounding of ``x`` into ``out`` with the random words of ``seed``
+        (:mod:`dtypelab.kernels.random`; element ``i`` of the flat tensor uses counter ``i``)."""
+        raise NotImplementedError
+
     def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
               ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """Fused block scaling of flat ``x`` in blocks of ``size``: ``(codes or fake-quantized values, float32
@@ -85,20 +105,29 @@ class TorchBackend(Backend):
     def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         t = engine.table
         x64 = x.to(torch.float64)
-        thr = torch.as_tensor(t.thresholds, device=x.device)
-        cum_up = torch.as_tensor(np.concatenate([[0], np.cumsum(t.tie == UP)]), device=x.device)
-        below = torch.searchsorted(thr, x64, right=False)
-        upto = torch.searchsorted(thr, x64, right=True)
-        idx = below + cum_up[upto] - cum_up[below]
-        for j in np.flatnonzero(t.tie == BY_SIGN):
-            idx += ((x64 == float(t.thresholds[j])) & ~torch.signbit(x64)).long()
-        nan = torch.isnan(x64)
-        idx = torch.where(nan, t.nan_index, idx)
-        idx = torch.where(x64 == float("inf"), t.pinf_index, idx)
-        idx = torch.where(x64 == float("-inf"), t.ninf_index, idx)
+        idx = _intervals(t, x64)
         source = t.codes if what == "code" else t.values
         out.copy_(torch.as_tensor(source, device=x.device)[idx])
-        return int(nan.sum())
+        return int(torch.isnan(x64).sum())
+
+    def stochastic(self, engine: StochasticEngineLike, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
+                   ) -> int:
+        x64 = x.reshape(-1).to(torch.float64)
+        x64 = torch.where((x64 != 0) & (x64.abs() < engine.flush_below), x64 * 0, x64)
+        j = _intervals(engine.index.table, x64)
+        n = engine.n_sorted
+        nb = torch.where(x64 > 0, j + 1, j - 1)
+        movable = (j < n) & (x64 != 0) & (nb >= 0) & (nb < n)
+        positions = torch.as_tensor(engine.positions, device=x.device).abs()
+        p = positions[j.clamp(max=n - 1)]
+        a = x64.abs() - p
+        gap = (positions[nb.clamp(0, n - 1)] - p).abs()
+        d = torch.where(movable & (a > 0), a / gap, torch.zeros_like(a))
+        away = movable & (a > 0) & torch_goes_away(d, torch_words(seed, x64.numel(), x.device), engine.random_bits)
+        j = torch.where(away, nb, j)
+        source = engine.results.codes if what == "code" else engine.results.values
+        out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
+        return int(torch.isnan(x64).sum())
 
     def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         cpu = x.to("cpu", torch.float64)
@@ -106,6 +135,20 @@ class TorchBackend(Backend):
         nans = backend_for(cpu.device).posit(engine, cpu, result, what)
         out.copy_(result)
         return nans
+
+
+def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
+    """:meth:`RoundingTable.reference_index` with torch ops on ``x64``'s device."""
+    thr = torch.as_tensor(t.thresholds, device=x64.device)
+    cum_up = torch.as_tensor(np.concatenate([[0], np.cumsum(t.tie == UP)]), device=x64.device)
+    below = torch.searchsorted(thr, x64, right=False)
+    upto = torch.searchsorted(thr, x64, right=True)
+    idx = below + cum_up[upto] - cum_up[below]
+    for j in np.flatnonzero(t.tie == BY_SIGN):
+        idx += ((x64 == float(t.thresholds[j])) & ~torch.signbit(x64)).long()
+    idx = torch.where(torch.isnan(x64), t.nan_index, idx)
+    idx = torch.where(x64 == float("inf"), t.pinf_index, idx)
+    return torch.where(x64 == float("-inf"), t.ninf_index, idx)
 
 
 _MODULES = {"cpu": "dtypelab.kernels.cpu"}  # device type -> module defining BACKEND (imported on first use)

@@ -20,25 +20,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dtypelab.kernels import blockwise, lut, posit_closed
+from dtypelab.kernels import blockwise, lut, posit_closed, stochastic
 from dtypelab.kernels.backend import Backend, BlockRule
 from dtypelab.kernels.log2hist import log2_hist_centres
 
 if TYPE_CHECKING:
-    from dtypelab.kernels.engine import PositEngine, TableEngine
+    from dtypelab.kernels.engine import PositEngine, StochasticEngine, TableEngine
 
 CHUNK = 1 << 20  # elements converted at a time for half-precision inputs
 MAX_BLOCK = 1 << 16  # larger groups gain nothing from fusing (one group is one work item)
 _BLOCK_RULES = {"none": blockwise.RULE_NONE, "absmax": blockwise.RULE_ABSMAX, "mx": blockwise.RULE_MX}
 
-Kernel = Callable[[np.ndarray, torch.Tensor], int]  # (flat float32/float64 input, flat output) -> NaN count
+Kernel = Callable[[np.ndarray, torch.Tensor, int], int]  # (flat float32/64 input, flat output, offset) -> NaNs
 
 
 def _run(x: torch.Tensor, out: torch.Tensor, what: str, kernel: Kernel) -> int:
+    """``kernel`` over flat ``x`` (half precision in float32 chunks; ``offset``: the chunk's first element)."""
     x = x.detach().contiguous()
     flat_out = out.view(-1)
     if x.dtype in (torch.float32, torch.float64):
-        return kernel(x.view(-1).numpy(), flat_out)
+        return kernel(x.view(-1).numpy(), flat_out, 0)
     nans = 0
     flat = x.view(-1)
     for start in range(0, flat.numel(), CHUNK):
@@ -46,17 +47,21 @@ def _run(x: torch.Tensor, out: torch.Tensor, what: str, kernel: Kernel) -> int:
         dst = flat_out[start:start + CHUNK]
         if what == "value":
             tmp = torch.empty_like(chunk)
-            nans += kernel(chunk.numpy(), tmp)
+            nans += kernel(chunk.numpy(), tmp, start)
             dst.copy_(tmp)
         else:
-            nans += kernel(chunk.numpy(), dst)
+            nans += kernel(chunk.numpy(), dst, start)
     return nans
 
 
+def _bits(x: np.ndarray) -> np.ndarray:
+    return x.view(np.int32 if x.dtype == np.float32 else np.int64)
+
+
 def _table_kernel(engine: TableEngine, what: str) -> Kernel:
-    def kernel(x: np.ndarray, out: torch.Tensor) -> int:
+    def kernel(x: np.ndarray, out: torch.Tensor, offset: int) -> int:
         m = engine.lut(x.dtype)
-        bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
+        bits = _bits(x)
         t = engine.table
         total = 8 * x.itemsize
         if what == "code":
@@ -83,7 +88,21 @@ class NumbaBackend(Backend):
 
     def posit(self, engine: PositEngine, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         kernel = posit_closed.quantize if what == "value" else posit_closed.encode
-        return _run(x, out, what, lambda a, o: int(kernel(a, o.numpy(), engine.bits, engine.es)))
+        return _run(x, out, what, lambda a, o, offset: int(kernel(a, o.numpy(), engine.bits, engine.es)))
+
+    def stochastic(self, engine: StochasticEngine, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
+                   ) -> int:
+        def kernel(a: np.ndarray, o: torch.Tensor, offset: int) -> int:
+            m = engine.index.lut(a.dtype)
+            r = engine.results
+            results = engine.codes if what == "code" else r.float32_values if o.dtype == torch.float32 else r.values
+            total = 8 * a.itemsize
+            return int(stochastic.apply_stochastic(
+                a, _bits(a), o.numpy(), m.form, total, m.low_bits, engine.index_arrays(a.dtype), engine.positions,
+                results, engine.n_sorted, engine.random_bits, np.uint64(seed), offset, engine.flush_below,
+                _bits(a).dtype.type(-(1 << (total - 1)))))
+
+        return _run(x, out, what, kernel)
 
     def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
               ) -> tuple[torch.Tensor, torch.Tensor, int] | None:

@@ -1,7 +1,9 @@
 """Engines: the tensor-level entry points (quantize / encode / decode) that formats delegate to.
 
-:class:`TableEngine` serves every format of at most 16 bits from its :class:`RoundingTable`;
-:class:`PositEngine` serves wider posits with the closed form of posit rounding. Both take torch tensors
+:class:`TableEngine` serves every format of at most 16 bits, in every deterministic rounding mode, from its
+:class:`RoundingTable`; :class:`StochasticEngine` serves the stochastic modes from a truncating table and
+counter-based random bits; :class:`PositEngine` serves wider posits with the closed form of posit rounding
+(nearest even only). All take torch tensors
 of float16, bfloat16, float32 or float64 on any device, and apply themselves through the backend of the
 tensor's device (:mod:`dtypelab.kernels.backend`): numba kernels on the CPU, the torch reference elsewhere.
 """
@@ -15,6 +17,7 @@ import torch
 
 from dtypelab.kernels import lut
 from dtypelab.kernels.backend import Backend, BlockRule, backend_for
+from dtypelab.kernels.random import draw_seed
 from dtypelab.kernels.table import RoundingTable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -57,24 +60,28 @@ class Engine:
     def code_dtype(self) -> torch.dtype:
         return code_dtype(self.bits)
 
-    def quantize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def quantize(self, x: torch.Tensor, out: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` rounded (``generator``: where stochastic engines draw their seed; deterministic ones ignore it)."""
         check_input(x)
         out = prepare_out(x, out, x.dtype)
-        self._apply(backend_for(x.device), x.detach(), out, "value")
+        self._apply(backend_for(x.device), x.detach(), out, "value", generator)
         return out
 
-    def encode(self, x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    def encode(self, x: torch.Tensor, out: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
         """Codes of ``x`` and the number of NaN inputs seen."""
         check_input(x)
         out = prepare_out(x, out, self.code_dtype)
-        return out, self._apply(backend_for(x.device), x.detach(), out, "code")
+        return out, self._apply(backend_for(x.device), x.detach(), out, "code", generator)
 
     def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
               ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """Fused block scaling where the device's backend has a kernel for it (see :meth:`Backend.block`)."""
         return None
 
-    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
+               generator: torch.Generator | None) -> int:
         raise NotImplementedError
 
 
@@ -114,7 +121,8 @@ class TableEngine(Engine):
         return (m.first, m.cut_or_empty, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie, o.table,
                 o.first)
 
-    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
+               generator: torch.Generator | None) -> int:
         return backend.table(self, x, out, what)
 
     def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
@@ -128,5 +136,33 @@ class PositEngine(Engine):
     def __init__(self, n: int, es: int):
         self.bits, self.es = n, es
 
-    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
+               generator: torch.Generator | None) -> int:
         return backend.posit(self, x, out, what)
+
+
+class StochasticEngine(Engine):
+    """Stochastic rounding (:mod:`dtypelab.kernels.stochastic`): ``index`` looks up the toward-zero neighbour (its
+    table's codes are the interval indices), ``positions`` places each interval for the remainder, ``results`` says
+    what each interval writes (values and codes, after any flushing), with ``random_bits`` compared bits and
+    inputs below ``flush_below`` taken as zeros."""
+
+    def __init__(self, truncating: RoundingTable, results: RoundingTable, positions: np.ndarray, bits: int,
+                 random_bits: int, flush_below: float = 0.0):
+        self.bits = bits
+        self.index = TableEngine(truncating, bits)
+        self.results = results
+        self.positions = np.asarray(positions, np.float64)
+        self.random_bits = random_bits
+        self.flush_below = float(flush_below)
+        self.n_sorted = truncating.n_intervals
+        self.codes = results.codes.astype(_NUMPY_CODE[code_dtype(bits)])
+
+    def index_arrays(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """The lookup arrays of the truncating table, writing interval indices."""
+        intervals = np.arange(len(self.results.values), dtype=np.int32)
+        return self.index.lookup_arrays(dtype, intervals, "index")
+
+    def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
+               generator: torch.Generator | None) -> int:
+        return backend.stochastic(self, x, out, what, draw_seed(generator))

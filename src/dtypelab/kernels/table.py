@@ -45,11 +45,14 @@ class RoundingTable:
     pinf_index: int
     ninf_index: int
     values32: np.ndarray | None = None  # float32 values where a plain cast would not be correctly rounded
+    exact_tie: np.ndarray | None = None  # per threshold: x == t is a true tie of its two neighbours (nearest tables)
 
     def __post_init__(self) -> None:
         k = len(self.thresholds) + 1
         if len(self.tie) != len(self.thresholds) or len(self.values) != len(self.codes) or len(self.values) < k:
             raise ValueError("RoundingTable: thresholds, tie, values and codes have inconsistent lengths")
+        if self.exact_tie is not None and len(self.exact_tie) != len(self.thresholds):
+            raise ValueError("RoundingTable: exact_tie and thresholds have inconsistent lengths")
         if np.any(np.diff(self.thresholds) < 0):
             raise ValueError("RoundingTable: thresholds must be non-decreasing")
 
@@ -77,10 +80,11 @@ class RoundingTable:
         tie = np.where(codes[1:] % 2 == 0, UP, DOWN).astype(np.int8)
         tie[side > 0] = UP  # the float64 threshold lies above the true midpoint: x == t is nearer the upper value
         tie[side < 0] = DOWN
+        exact = side == 0
         if signed_zero:
             zero = np.flatnonzero((values[:-1] == 0) & (values[1:] == 0))
-            tie[zero] = BY_SIGN
-        return cls.with_specials(values, codes, thresholds, tie, nan=nan, pinf=pinf, ninf=ninf)
+            tie[zero], exact[zero] = BY_SIGN, False
+        return cls.with_specials(values, codes, thresholds, tie, nan=nan, pinf=pinf, ninf=ninf, exact_tie=exact)
 
     @classmethod
     def with_specials(
@@ -94,6 +98,7 @@ class RoundingTable:
         pinf: tuple[float, int] | None = None,
         ninf: tuple[float, int] | None = None,
         values32: np.ndarray | None = None,
+        exact_tie: np.ndarray | None = None,
     ) -> RoundingTable:
         """Append the NaN / +inf / -inf results (defaults: NaN with no code, saturate) to sorted intervals."""
         k = len(values)
@@ -105,7 +110,7 @@ class RoundingTable:
         if values32 is not None:
             values32 = np.concatenate([values32, all_values[k:].astype(np.float32)]).astype(np.float32)
         return cls(all_values, all_codes, np.asarray(thresholds, np.float64), np.asarray(tie, np.int8),
-                   k, k + 1, k + 2, values32)
+                   k, k + 1, k + 2, values32, None if exact_tie is None else np.asarray(exact_tie, bool))
 
     @property
     def n_intervals(self) -> int:
