@@ -3,7 +3,7 @@
 from dtypelab.formats import registry
 from dtypelab.formats.base import Format
 from dtypelab.formats.codebook import NF4, Codebook, DynamicTree
-from dtypelab.formats.float import E8M0, Domain, FloatFormat, ieee
+from dtypelab.formats.float import E8M0, Domain, FloatFormat, Signedness, ieee, p3109, unsigned_float
 from dtypelab.formats.integer import Integer
 from dtypelab.formats.lp import LogPosit
 from dtypelab.formats.posit import Posit
@@ -24,6 +24,6 @@ def __getattr__(name: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Format", "Posit", "LogPosit", "FloatFormat", "Domain", "ieee", "E8M0", "Integer", "Codebook", "NF4",
-           "DynamicTree", "fmt", "register_family", "register_pattern", "register_alias", "valid_forms", "families",
-           "STANDARD_FORMATS", "VALID_FORMS"]
+__all__ = ["Format", "Posit", "LogPosit", "FloatFormat", "Domain", "Signedness", "ieee", "p3109", "unsigned_float",
+           "E8M0", "Integer", "Codebook", "NF4", "DynamicTree", "fmt", "register_family", "register_pattern",
+           "register_alias", "valid_forms", "families", "STANDARD_FORMATS", "VALID_FORMS"]

@@ -1,4 +1,5 @@
-"""One parametric float family: IEEE ``fp(e,m)``, the OCP formats, fnuz and E8M0 are instances, not code.
+"""One parametric float family: IEEE ``fp(e,m)``, the OCP formats, fnuz, E8M0, IEEE P3109 ``binaryKpP`` and the
+unsigned minifloats ``ueXmY`` are instances, not code.
 
 A :class:`FloatFormat` is a width, a precision (fraction bits + 1), a bias and five properties in the spirit of
 gfloat's ``FormatInfo``: signed or not, finite or extended domain (±inf), a negative zero or, in its place, a
@@ -19,11 +20,14 @@ Example:
     >>> e8m0 = dl.fmt("e8m0")
     >>> e8m0.min_positive == 2.0**-127, e8m0.max == 2.0**127, e8m0.nan_code
     (True, True, 255)
+    >>> str(dl.fmt("binary8p3")), str(dl.fmt("float8_e4m3")), dl.fmt("ue4m3").max
+    ('binary8p3se', 'fp(4,3)', 448.0)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import Enum
 
@@ -48,6 +52,8 @@ class FloatFormat(Format):
     ``negative_zero``: signed only; False puts a NaN at the negative-zero pattern 10…0 (fnuz, P3109).
     ``high_nans``: NaN codes at the top of each sign's range (IEEE: ``2^(precision-1) - 1``, OCP E4M3: 1).
     ``subnormals``: False makes exponent field 0 an ordinary binade (no zero; E8M0).
+    ``precision`` may be the whole width of a signed format with subnormals: no exponent field, every value is
+    a subnormal (fixed point; P3109 with P = K).
 
     Example:
         >>> f = FloatFormat(8, 4, 8, signed=True, domain=Domain.FINITE, negative_zero=False, high_nans=0,
@@ -80,12 +86,15 @@ class FloatFormat(Format):
                              f"got {self.domain!r}") from None
         if not 2 <= self.width <= TABLE_BITS:
             raise ValueError(f"FloatFormat: width must be in 2..{TABLE_BITS}, got {self.width}")
-        if not 1 <= self.precision <= self.width - self.signed:
-            raise ValueError(f"FloatFormat: precision must be in 1..{self.width - self.signed} (width - sign bit), "
-                             f"got {self.precision}")
+        if not 1 <= self.precision <= self.width:
+            raise ValueError(f"FloatFormat: precision must be in 1..{self.width - self.signed} (width - sign bit)"
+                             f"{', or the width (no exponent field)' if self.signed else ''}, got {self.precision}")
+        if self.exponent_bits == 0 and not self.subnormals:
+            raise ValueError(f"FloatFormat: precision {self.precision} = width leaves no exponent field, which needs "
+                             "subnormals=True (every value is then subnormal: fixed point)")
         if not self.signed and self.negative_zero:
             raise ValueError("FloatFormat: an unsigned format has no negative zero (negative_zero=False)")
-        most = self.magnitudes - 2 - (self.domain == Domain.EXTENDED)  # leave inf and two values
+        most = self.magnitudes - 1 - (self.domain == Domain.EXTENDED)  # leave inf and one value
         if not 0 <= self.high_nans <= most:
             raise ValueError(f"FloatFormat: high_nans must be in 0..{most} for this width and domain, "
                              f"got {self.high_nans}")
@@ -138,11 +147,10 @@ class FloatFormat(Format):
         return 2.0 ** (1 - self.bias) if self.subnormals and self.fraction_bits and self.exponent_bits else None
 
     def __str__(self) -> str:
-        if self in NAMES:
-            return NAMES[self]
-        e, m = self.exponent_bits, self.fraction_bits
-        if 2 <= e <= 8 and m >= 1 and self == ieee(e, m):
-            return f"fp({e},{m})"
+        """The first name that fits: a named instance, ``fp(e,m)``, ``binaryKpP..``, ``ueXmY``, else ``float(...)``."""
+        for name in _NAMERS:
+            if spec := name(self):
+                return spec
         return "float(" + ",".join(f"{f.name}={_spec_value(getattr(self, f.name))}" for f in fields(self)) + ")"
 
     def code_values(self) -> np.ndarray:
@@ -176,6 +184,70 @@ def ieee(e: int, m: int) -> FloatFormat:
     return FloatFormat(1 + e + m, m + 1, (1 << (e - 1)) - 1, high_nans=(1 << m) - 1)
 
 
+class Signedness(str, Enum):
+    """P3109's signedness: SIGNED (a sign bit, NaN at 10…0) or UNSIGNED (no sign bit, NaN at the top code)."""
+
+    SIGNED = "s"
+    UNSIGNED = "u"
+
+
+P3109_SUFFIX = {(Signedness.SIGNED, Domain.EXTENDED): "se", (Signedness.SIGNED, Domain.FINITE): "sf",
+                (Signedness.UNSIGNED, Domain.EXTENDED): "ue", (Signedness.UNSIGNED, Domain.FINITE): "uf"}
+
+
+def p3109(k: int, p: int, signedness: Signedness | str = Signedness.SIGNED,
+          domain: Domain | str = Domain.EXTENDED) -> FloatFormat:
+    """IEEE P3109 ``binaryKpP`` (interim report): K bits, precision P = 1..K, no negative zero, subnormals.
+
+    Signed: bias ``floor(2^(K-P-1))`` (0 when P = K: no exponent field), NaN at ``10…0``. Unsigned: bias
+    ``2^(K-P)``, one NaN at the top code. Extended domain: ±inf at the code just below (signed: the top code
+    of each sign). Formats whose exponent range leaves float64 (K - P > 11 signed, > 10 unsigned) are refused.
+
+    Example:
+        >>> f = p3109(8, 3)
+        >>> str(f), f.max, f.min_positive == 2.0**-17, f.nan_code, f.inf_code
+        ('binary8p3se', 49152.0, True, 128, 127)
+        >>> str(p3109(8, 4, "s", "finite")), p3109(8, 8, "s", "finite").max  # P = K: fixed point, bias 0
+        ('e4m3fnuz', 1.984375)
+    """
+    if not (isinstance(k, int) and isinstance(p, int)) or isinstance(k, bool) or isinstance(p, bool):
+        raise TypeError(f"binaryKpP: K and P must be integers, got K={k!r}, P={p!r}")
+    if not 2 <= k <= TABLE_BITS:
+        raise ValueError(f"binaryKpP: K (width) must be in 2..{TABLE_BITS}, got binary{k}p{p}")
+    if not 1 <= p <= k:
+        raise ValueError(f"binaryKpP: P (precision) must be in 1..K = 1..{k}, got binary{k}p{p}")
+    try:
+        signedness, domain = Signedness(signedness), Domain(domain)
+    except ValueError:
+        raise ValueError(f"binaryKpP: signedness must be one of {[s.value for s in Signedness]} and domain one of "
+                         f"{[d.value for d in Domain]}, got {signedness!r}, {domain!r}") from None
+    signed = signedness == Signedness.SIGNED
+    widest = 11 if signed else 10
+    if k - p > widest:
+        raise ValueError(f"binary{k}p{p}{P3109_SUFFIX[signedness, domain]}: K - P must be at most {widest} for "
+                         f"{'signed' if signed else 'unsigned'} formats (P >= {k - widest}): wider exponent ranges "
+                         "leave float64")
+    bias = (1 << (k - p - 1) if k > p else 0) if signed else 1 << (k - p)
+    return FloatFormat(k, p, bias, signed=signed, domain=domain, negative_zero=False, high_nans=0 if signed else 1,
+                       subnormals=True)
+
+
+def unsigned_float(e: int, m: int) -> FloatFormat:
+    """``ueXmY``: X exponent and Y fraction bits, no sign, bias ``2^(X-1)-1`` (IEEE's), finite, subnormals,
+    one NaN at the top code (all ones). NVFP4's UE4M3 block scale is ``ue4m3`` (7 bits).
+
+    Example:
+        >>> f = unsigned_float(4, 3)
+        >>> str(f), f.bits, f.max, f.min_positive == 2.0**-9, f.nan_code
+        ('ue4m3', 7, 448.0, True, 127)
+    """
+    if not (isinstance(e, int) and isinstance(m, int) and 1 <= e <= 10 and m >= 0 and 2 <= e + m <= TABLE_BITS):
+        raise ValueError(f"ueXmY: need integers 1 <= X <= 10, Y >= 0 and X+Y in 2..{TABLE_BITS} bits, "
+                         f"got ue{e}m{m}")
+    return FloatFormat(e + m, m + 1, (1 << (e - 1)) - 1, signed=False, domain=Domain.FINITE, negative_zero=False,
+                       high_nans=1, subnormals=True)
+
+
 def _ocp(e: int, m: int, high_nans: int) -> FloatFormat:
     return FloatFormat(1 + e + m, m + 1, (1 << (e - 1)) - 1, domain=Domain.FINITE, high_nans=high_nans)
 
@@ -197,6 +269,45 @@ NAMES: dict[FloatFormat, str] = {
 
 def _spec_value(v: object) -> str:
     return v.value if isinstance(v, Domain) else str(int(v)) if isinstance(v, bool) else str(v)
+
+
+def _named(f: FloatFormat) -> str | None:
+    return NAMES.get(f)
+
+
+def _is(f: FloatFormat, build: Callable[..., FloatFormat], *args: object) -> bool:
+    """Whether ``build(*args)`` is a valid format equal to ``f``."""
+    try:
+        return f == build(*args)
+    except ValueError:
+        return False
+
+
+def _ieee_name(f: FloatFormat) -> str | None:
+    e, m = f.exponent_bits, f.fraction_bits
+    return f"fp({e},{m})" if f.signed and _is(f, ieee, e, m) else None
+
+
+def _p3109_name(f: FloatFormat) -> str | None:
+    signedness = Signedness.SIGNED if f.signed else Signedness.UNSIGNED
+    same = _is(f, p3109, f.width, f.precision, signedness, f.domain)
+    return f"binary{f.width}p{f.precision}{P3109_SUFFIX[signedness, f.domain]}" if same else None
+
+
+def _unsigned_name(f: FloatFormat) -> str | None:
+    e, m = f.exponent_bits, f.fraction_bits
+    return f"ue{e}m{m}" if not f.signed and _is(f, unsigned_float, e, m) else None
+
+
+#: How ``str`` names a FloatFormat: the first of these that gives a name (else the generic ``float(...)``).
+_NAMERS = (_named, _ieee_name, _p3109_name, _unsigned_name)
+
+
+def _parse_p3109(groups: list[str]) -> FloatFormat:
+    """``binaryKpP`` (signed, extended: P3109's default), ``binaryKpP{s,u}{e,f}``, gfloat's ``p3109_kKpP{s,u}{e,f}``."""
+    k, p = int_args(groups[:2], 2, "binaryKpP")
+    kind = groups[2] or "se"
+    return p3109(k, p, kind[0], {"e": Domain.EXTENDED, "f": Domain.FINITE}[kind[1]])
 
 
 def _parse_float(args: list[str]) -> FloatFormat:
@@ -229,9 +340,19 @@ register_family("fp", lambda a: ieee(*int_args(a, 2, "fp")), forms=("fp(e,m)",))
 register_pattern(r"e(\d+)m(\d+)", _exmy, "eXmY")
 register_family("float", _parse_float, forms=("float(width=,precision=,bias=[,signed=,domain=,negative_zero=,"
                                               "high_nans=,subnormals=])",))
+register_pattern(r"binary(\d+)p(\d+)([su][ef])?", _parse_p3109, "binaryKpP[s|u][e|f]")
+register_pattern(r"p3109_k(\d+)p(\d+)([su][ef])", _parse_p3109, "p3109_kKpP{s|u}{e|f}")
+register_pattern(r"ue(\d+)m(\d+)", lambda a: unsigned_float(*int_args(a, 2, "ueXmY")), "ueXmY")
 for _format, _name in NAMES.items():
     register_alias(_name, _format)
-for _alias, _spec in {"bfloat16": "bf16", "float16": "fp16", "e4m3fn": "e4m3"}.items():
+#: Other names: ml_dtypes' type names (its ``float8_e4m3`` is IEEE-like fp(4,3); OCP E4M3 is ``float8_e4m3fn``).
+ALIASES = {
+    "bfloat16": "bf16", "float16": "fp16", "e4m3fn": "e4m3",
+    "float8_e4m3fn": "e4m3", "float8_e4m3": "fp(4,3)", "float8_e5m2": "e5m2", "float8_e4m3fnuz": "e4m3fnuz",
+    "float8_e5m2fnuz": "e5m2fnuz", "float8_e8m0fnu": "e8m0", "float8_e3m4": "fp(3,4)", "float6_e3m2fn": "e3m2",
+    "float6_e2m3fn": "e2m3", "float4_e2m1fn": "e2m1",
+}
+for _alias, _spec in ALIASES.items():
     register_alias(_alias, _spec)
 
-__all__ = ["FloatFormat", "Domain", "ieee", "E8M0", "NAMES"]
+__all__ = ["FloatFormat", "Domain", "Signedness", "ieee", "p3109", "unsigned_float", "E8M0", "NAMES", "ALIASES"]

@@ -33,7 +33,7 @@ Parser = Callable[[list[str]], Format]
 STANDARD_FORMATS: tuple[str, ...] = (
     "posit(8,0)", "posit(8,1)", "posit(6,0)", "posit(6,1)", "posit(16,1)", "posit(32,2)", "lp(8,2,2,0)",
     "lp(6,1,2,0)", "e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "bf16", "fp16", "int8", "int4", "uint8",
-    "dt8", "dt6", "dt4", "nf4",
+    "dt8", "dt6", "dt4", "nf4", "binary8p3se", "binary8p4se", "binary8p3ue", "ue4m3",
 )
 
 
