@@ -66,7 +66,8 @@ def test_nan_in_a_format_without_nan_says_nan(spec):
         dl.quantize(x, spec)
 
 
-@pytest.mark.parametrize("spec", ["mxfp4", "mxfp6", "mxint8", "mxfp8"])
+@pytest.mark.parametrize("spec", ["mxfp4", "mxfp6", "mxint8", "mxfp8", "e2m1/block:32/mx-ceil", "e3m2/block:32/mx-even",
+                                  "int8/block:32/mx-rceil", "fp(3,2)/block:32/mx-even"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("fast", [True, False])
 def test_mx_block_with_nan_or_inf_decodes_to_nan(spec, bad, fast, monkeypatch):

@@ -17,7 +17,9 @@ def fused(x, scheme, want_codes):
 
 SCHEMES = ["dt8/block:64/absmax", "dt8/block:4096/absmax", "nf4/block:64/absmax", "int8/channel/absmax",
            "posit(6,1)/block:32/none", "mxfp8", "mxfp4", "mxint8", "e3m2/block:32/mx", "uint8/block:16/absmax",
-           "lp(8,2,2,0)/block:128/absmax", "int4/block:7/absmax", "int16/block:64/absmax"]
+           "lp(8,2,2,0)/block:128/absmax", "int4/block:7/absmax", "int16/block:64/absmax",
+           "e4m3/block:32/mx-ceil", "e2m1/block:32/mx-even", "int8/block:32/mx-rceil", "fp(3,2)/block:32/mx-even",
+           "posit(8,1)/block:32/mx-ceil", "int16/block:64/mx-rceil"]
 
 
 def test_the_schemes_cover_every_lookup_form():
@@ -64,3 +66,25 @@ def test_fused_declines_what_it_does_not_cover():
                  "int8/block:32/absmax/bf16", "posit(32,2)/block:32/absmax"):
         assert fused(x, dl.Scheme.parse(spec), want_codes=True) is None, spec
     assert fused(x.double(), dl.Scheme.parse("mxfp8"), want_codes=True) is None
+
+
+@pytest.mark.parametrize("rule", ["mx", "mx-ceil", "mx-even", "mx-rceil"])
+@pytest.mark.parametrize("element", ["e4m3", "e2m1", "int8", "fp(3,2)", "e3m4"])
+def test_fused_mx_variants_equal_generic_at_binade_edges(element, rule, monkeypatch):
+    """Blocks whose absmax is a power of two, EVEN's tie ``2^k (2 - 2^-(m+1))``, RCEIL's ``max * 2^k``, and their
+    float32 neighbours, from E8M0's smallest scale to its largest."""
+    scheme = dl.Scheme(format=element, granularity="block:32", scale=rule)
+    rng = scheme.element_range
+    heads = torch.tensor([a * 2.0**k for k in range(-140, 125, 3)
+                          for a in (1.0, 2 - 2.0 ** -(rng.mbits + 1), rng.max * rng.unit / 2**rng.emax)])
+    heads = torch.cat([torch.nextafter(heads, torch.zeros(())), heads, torch.nextafter(heads, torch.tensor(1e38))])
+    torch.manual_seed(1)
+    x = (torch.rand(heads.numel(), 32) * 2 - 1) * heads[:, None]
+    x[:, 5] = heads
+    x[::7, 9] = -0.0  # a negative zero keeps its sign on both paths
+    fast_q, fast_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
+    assert fused(x, scheme, want_codes=True) is not None
+    monkeypatch.setattr(cpu, "MAX_BLOCK", 0)
+    slow_q, slow_fake = dl.quantize(x, scheme), dl.fake_quantize(x, scheme)
+    assert torch.equal(fast_q.scales, slow_q.scales) and torch.equal(fast_q.codes, slow_q.codes)
+    assert torch.equal(fast_fake, slow_fake)

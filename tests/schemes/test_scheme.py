@@ -9,7 +9,7 @@ from dtypelab.schemes import RULES
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_str_round_trip_for_every_rule(rule):
-    fmt, gran = ("e4m3", "block:32") if rule == "mx" else ("posit(6,1)", "channel:1")
+    fmt, gran = ("e4m3", "block:32") if rule.startswith("mx") else ("posit(6,1)", "channel:1")
     s = dl.Scheme(format=fmt, granularity=gran, scale=rule)
     assert dl.Scheme.parse(str(s)) == s
 
@@ -25,6 +25,7 @@ def test_defaults_and_scale_formats():
     ("posit(8,1)/block:0", "positive integer block size"),
     ("posit(8,1)/blocks:4", "valid: tensor"),
     ("posit(8,1)/tensor/median", "valid: none, absmax"),
+    ("e4m3/block:32/mx-round", "valid: .*mx, mx-ceil, mx-even, mx-rceil"),
     ("posit(1,0)", "posit: n must be"),
     ("int8/tensor/none/fp32", "scale_format 'none'"),
     ("a/b/c/d/e", "FORMAT"),

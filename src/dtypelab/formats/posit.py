@@ -58,6 +58,10 @@ class Posit(Format):
     def min_positive(self) -> float:  # type: ignore[override]
         return 2.0 ** -((self.n - 2) << self.es)
 
+    @property
+    def is_signed(self) -> bool:  # (no value table above 16 bits to read it from)
+        return True
+
     def code_values(self) -> np.ndarray:
         return pattern_values(np.arange(1 << self.n, dtype=np.int64), self.n, self.es)
 

@@ -56,8 +56,9 @@ class StochasticEngineLike(Protocol):
 @dataclass(frozen=True)
 class BlockRule:
     """What a fused block kernel needs of a scale rule and the element range: the rule's kernel name
-    (``none``, ``absmax`` or ``mx``), the element max, MX's ``emax`` and fixed-point unit, the zero point, and
-    whether elements are clipped to ±max before rounding."""
+    (``none``, ``absmax``, ``mx``, ``mx-ceil``, ``mx-even`` or ``mx-rceil``), the element max, MX's ``emax`` and
+    fixed-point unit, the zero point, whether elements are clipped to ±max before rounding, and the element's
+    fraction bits in its top binade (``mbits``, read by ``mx-even``)."""
 
     name: str
     qmax: float
@@ -65,6 +66,7 @@ class BlockRule:
     unit: float = 1.0
     zero_point: float = 0.0
     clip: bool = False
+    mbits: int = 0
 
 
 class Backend:

@@ -4,7 +4,9 @@ shared lookup table (:mod:`dtypelab.kernels.lut`), writing codes or dequantized 
 It reproduces, bit for bit, the generic path of :mod:`dtypelab.schemes` (float32 inputs) for the rules whose
 scale is a closed form of the block's absmax: ``none``, ``absmax`` (scale ``float32(absmax / max)`` clamped to
 float32's positive range, 1 for an all-zero block) and ``mx`` (``2^(floor(log2 absmax) - emax)`` clamped to
->= 2^-127, NaN above 2^127, times the element's fixed-point unit; elements clipped to ±max first). Elements are
+>= 2^-127, NaN above 2^127, times the element's fixed-point unit; elements clipped to ±max first) with its
+variants ``mx-ceil``, ``mx-even`` (which reads the element's fraction bits ``mbits``) and ``mx-rceil``, their
+exponents computed in integers from ``frexp`` of the absmax, as the generic path does. Elements are
 ``x / s`` in float32, plus the zero point. Non-finite elements set no absmax scale; under MX a block holding a NaN
 or an infinity gets a NaN scale (the OCP rule). The block's absmax is reduced on the float32 bit patterns, so
 that it vectorizes.
@@ -20,6 +22,7 @@ from numba import njit, prange
 from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL, lookup
 
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
+RULE_MX_CEIL, RULE_MX_EVEN, RULE_MX_RCEIL = 3, 4, 5  # the MX variants (schemes/scales.py: MxCeil ...)
 CHUNK_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
 
 
@@ -46,7 +49,21 @@ def _absmax(bits, start, end):
 
 
 @njit(inline="always")
-def _block_scale(bits, start, end, rule, qmax, emax, unit):
+def _mx_exponent(a64, rule, qmax, emax, unit, mbits):
+    """The shared exponent of an MX block of absmax ``a64`` (> 0), by the variant ``rule``, in integers."""
+    mantissa, exp = math.frexp(a64)  # mantissa in [0.5, 1): floor(log2 a64) = exp - 1
+    if rule == RULE_MX_CEIL:
+        return exp - (mantissa == 0.5) - emax
+    if rule == RULE_MX_EVEN:
+        return exp - 1 + (mantissa >= 1.0 - 2.0 ** -(mbits + 2)) - emax
+    if rule == RULE_MX_RCEIL:
+        top_mantissa, top_exp = math.frexp(qmax * unit)
+        return exp - top_exp + (mantissa > top_mantissa)
+    return exp - 1 - emax
+
+
+@njit(inline="always")
+def _block_scale(bits, start, end, rule, qmax, emax, unit, mbits):
     """The block's scale, and whether it holds a NaN."""
     amax, nan, nonfinite = _absmax(bits, start, end)
     if rule == RULE_NONE:
@@ -55,10 +72,9 @@ def _block_scale(bits, start, end, rule, qmax, emax, unit):
         if amax == 0:
             return np.float32(1.0), nan
         return min(max(np.float32(amax / qmax), _TINY), _HUGE), nan
-    if nonfinite:  # RULE_MX: a NaN or an infinity makes the shared scale NaN (OCP)
+    if nonfinite:  # MX: a NaN or an infinity makes the shared scale NaN (OCP)
         return np.float32(np.nan), nan
-    a64 = float(amax) if amax > 0 else 2.0**-126
-    e = math.frexp(a64)[1] - 1 - emax
+    e = _mx_exponent(float(amax) if amax > 0 else 2.0**-126, rule, qmax, emax, unit, mbits)
     if e > 127:
         return np.float32(np.nan), nan
     return np.float32(math.ldexp(unit, max(e, -127))), nan
@@ -76,7 +92,8 @@ def _element(x, s, clip, lim, zp):
 
 
 @njit(inline="always")
-def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays,
+            mbits):
     """The body of the ``block_*`` kernels, inlined into each with its lookup ``form`` a constant."""
     first, cut, entries, fb_first, fb_span, thresholds, tie, table, first_out = lut_arrays
     n = x.size
@@ -93,7 +110,7 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
         scaled_bits = scaled.view(np.int32)
         for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
             start, end = np.uint64(b * block), np.uint64(min(b * block + block, n))
-            s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit)
+            s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit, mbits)
             scales[b] = s
             nan_blocks += nan
             for i in range(start, end):  # (vectorized: the lookup below is not)
@@ -111,29 +128,33 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def block_direct(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+def block_direct(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays,
+                 mbits):
     """Quantize float32 ``x`` in blocks of ``block`` (the last may be short) through a direct :class:`Lut`, whose
     arrays (:func:`lut.lookup`'s nine) ``lut_arrays`` holds. Returns the number of blocks that hold a NaN.
 
     ``scales[b]`` receives each block's scale, ``out[i]`` the lookup's result (codes, or values less the zero
-    point); with ``scale_out`` the result times the block's scale (fake-quantized float32 values).
+    point); with ``scale_out`` the result times the block's scale (fake-quantized float32 values). ``mbits``: the
+    element's fraction bits, for ``RULE_MX_EVEN``.
     """
     return _blocks(DIRECT, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
-                   lut_arrays)
+                   lut_arrays, mbits)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def block_cut(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+def block_cut(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays,
+              mbits):
     """:func:`block_direct` through a :class:`Lut` with ``cut``."""
     return _blocks(CUT, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
-                   lut_arrays)
+                   lut_arrays, mbits)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def block_two_level(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays):
+def block_two_level(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits, lut_arrays,
+                    mbits):
     """:func:`block_direct` through a two-level :class:`Lut`."""
     return _blocks(TWO_LEVEL, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, out, scales, low_bits,
-                   lut_arrays)
+                   lut_arrays, mbits)
 
 
 KERNELS = {DIRECT: block_direct, CUT: block_cut, TWO_LEVEL: block_two_level}  # by Lut.form

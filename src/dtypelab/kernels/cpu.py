@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20  # elements converted at a time for half-precision inputs
 MAX_BLOCK = 1 << 16  # larger groups gain nothing from fusing (one group is one work item)
-_BLOCK_RULES = {"none": blockwise.RULE_NONE, "absmax": blockwise.RULE_ABSMAX, "mx": blockwise.RULE_MX}
+_BLOCK_RULES = {"none": blockwise.RULE_NONE, "absmax": blockwise.RULE_ABSMAX, "mx": blockwise.RULE_MX,
+                "mx-ceil": blockwise.RULE_MX_CEIL, "mx-even": blockwise.RULE_MX_EVEN,
+                "mx-rceil": blockwise.RULE_MX_RCEIL}
 
 Kernel = Callable[[np.ndarray, torch.Tensor, int], int]  # (flat float32/64 input, flat output, offset) -> NaNs
 
@@ -119,7 +121,8 @@ class NumbaBackend(Backend):
         m = engine.lut(np.float32)
         nan_blocks = blockwise.KERNELS[m.form](flat.numpy(), size, _BLOCK_RULES[rule.name], float(rule.qmax),
                                                rule.emax, float(rule.unit), float(rule.zero_point), rule.clip,
-                                               not want_codes, out.numpy(), scales.numpy(), m.low_bits, arrays)
+                                               not want_codes, out.numpy(), scales.numpy(), m.low_bits, arrays,
+                                               rule.mbits)
         return out, scales, int(nan_blocks)
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:

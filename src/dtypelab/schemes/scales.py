@@ -5,11 +5,11 @@ are stored by default, whether elements are clipped to ±max before rounding, wh
 can be computed once at calibration (static), which fused block kernel computes it — so no caller compares rule
 names. Its :meth:`ScaleRule.scales` takes rows ``[groups, size]`` (float64, unless the rule reads rows in their
 own dtype) and the element range, and returns ``s`` of shape ``[groups]`` (float64). An all-zero row gets
-``s = 1`` (except ``mx``, which follows the OCP spec).
+``s = 1`` (except the ``mx`` rules, which follow the OCP spec).
 
 NaN and infinities set no scale: every rule sees them as zeros (the scheme hands it rows cleaned so), and the
-elements themselves then round as the format rounds NaN and ±inf, after scaling. The exception is ``mx``
-(``nonfinite_is_nan``): as the OCP spec says, a block holding a NaN or an infinity gets a NaN shared scale,
+elements themselves then round as the format rounds NaN and ±inf, after scaling. The exception is the ``mx``
+rules (``nonfinite_is_nan``): as the OCP spec says, a block holding a NaN or an infinity gets a NaN shared scale,
 and the whole block decodes to NaN. A new rule is one class here, registered with
 :func:`register_rule`.
 
@@ -28,6 +28,28 @@ and the whole block decodes to NaN. A new rule is one class here, registered wit
 * ``mx`` — OCP Microscaling: shared ``X = 2^(floor(log2 absmax) - emax)``, ``emax = floor(log2 max)`` of the
   element format, exponent clamped to >= -127 and NaN above 127; an all-zero block uses absmax = 2^-126.
   Integer elements are fixed point (MXINT8: k/64), so ``s = X * 2^-(n-2)``. The result is already E8M0-exact.
+  Its variants, named after torchao 0.18's ``ScaleCalculationMode`` (``mx`` is its FLOOR), change only the
+  exponent (clamp, NaN, all-zero rule, clipping and E8M0 storage as ``mx``):
+
+  - ``mx-ceil`` (CEIL): ``X = 2^(ceil(log2 absmax) - emax)``: nothing clips, small elements may flush to zero.
+  - ``mx-even`` (EVEN): ``X = 2^(floor(log2 r) - emax)``, ``r`` the absmax rounded half up to the element's
+    ``m`` fraction bits (so the exponent goes up where the absmax's mantissa is >= ``2 - 2^-(m+1)``; at that
+    tie half up is half to even). ``m`` is the fraction bits of floats and ``n-2`` of signed integers; posits,
+    LP and codebooks have no fixed count, and ``mx-even`` refuses them.
+  - ``mx-rceil`` (RCEIL, cuBLAS's UE8M0 recipe): ``X = 2^ceil(log2(absmax / max))``, the smallest power of two
+    that clips nothing (``pow2`` with E8M0's range instead of ±24).
+
+  Exponents are computed in integers from ``frexp`` of the absmax, so they are exact for float64 inputs too.
+  The element may be any **signed** format (a positive max and negative values): the definition only needs
+  its ``emax`` (and ``m`` for ``mx-even``): eXmY / fp(e,m) minifloats such as ``fp(3,2)`` or ``e3m4``, signed
+  integers, posits (whose max is a power of two, so FLOOR clips a block's top binade to maxpos), LP and signed
+  codebooks. Unsigned formats (uint, unsigned floats, E8M0) have no -max to clip to and raise ValueError.
+  torchao's own ``to_mx`` agrees with these rules bit for bit, scales and elements, except in a block whose
+  scale is 2^-127 (E8M0 code 0): its FLOOR, CEIL and EVEN divide that block by 2^-126 while storing 2^-127,
+  and its RCEIL leaves it unscaled; dtypelab divides by the 2^-127 it stores. torchao's RCEIL (eager) takes the
+  ceil of a float32 log2 of a float32 quotient, both of which round: a few float32 steps above ``max * 2^k`` it
+  stores 2^k, one code below the exact ceiling dtypelab takes. torchao also gives a block holding an infinity a
+  finite scale (FLOOR: ``2^(128 - emax)``), where the OCP spec and dtypelab make it NaN.
 
 Example:
     >>> import torch
@@ -36,6 +58,10 @@ Example:
     [0.03125]
     >>> RULES["mx"].clips, RULES["mx"].default_storage, RULES["absmax"].static
     (True, 'e8m0', True)
+    >>> blocks = torch.tensor([[5.0, 1.0], [7.5, 1.0]], dtype=torch.float64)  # absmax 2^2 * 1.25, 2^2 * 1.875
+    >>> e2m1 = ElementRange(6.0, mbits=1)                                     # max 6 = 2^2 * 1.5, emax 2
+    >>> {r: RULES[r].scales(blocks, e2m1, None).tolist() for r in ("mx", "mx-ceil", "mx-even", "mx-rceil")}
+    {'mx': [1.0, 1.0], 'mx-ceil': [2.0, 2.0], 'mx-even': [1.0, 2.0], 'mx-rceil': [1.0, 2.0]}
 """
 
 from __future__ import annotations
@@ -55,21 +81,22 @@ POW2_SHIFT = 24
 SQNR_EXPONENTS = range(-5, 5)
 MSE_RATIOS = torch.linspace(1.0, 0.2, 41, dtype=torch.float64)
 HIST_BINS = 100
-MX_ELEMENTS = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1", "int8")
 
 
 @dataclass(frozen=True)
 class ElementRange:
     """The symmetric range a scale maps onto, the affine zero point (unsigned integer formats), and for MX
-    the element's largest binade ``emax`` and fixed-point ``unit`` (MXINT8 elements are k/64: unit 2^-6)."""
+    the element's fixed-point ``unit`` (MXINT8 elements are k/64: unit 2^-6), its largest binade ``emax`` and
+    ``mbits``, the fraction bits it has there (None where it has no fixed count: posits, LP, codebooks)."""
 
     max: float
     zero_point: float = 0.0
     unit: float = 1.0
+    mbits: int | None = None
 
     @property
     def emax(self) -> int:
-        return math.floor(math.log2(self.max * self.unit))
+        return math.frexp(self.max * self.unit)[1] - 1  # floor(log2), exactly
 
 
 Quantizer = Callable[..., torch.Tensor]  # (rows / s, out=None) -> Q(rows / s), for rules that search
@@ -222,6 +249,9 @@ class Mse(ScaleRule):
 
 @register_rule
 class Mx(ScaleRule):
+    """OCP Microscaling, torchao's FLOOR: ``X = 2^(floor(log2 absmax) - emax)``. The variants below are
+    subclasses that change only :meth:`exponent`."""
+
     name = "mx"
     default_storage = "e8m0"
     clips = True
@@ -231,22 +261,75 @@ class Mx(ScaleRule):
     fused = "mx"
 
     def check(self, element: Format, granularity: Granularity) -> None:
-        if str(element) not in MX_ELEMENTS:
-            raise ValueError(f"mx scaling needs an MX element format ({', '.join(MX_ELEMENTS)}), got {element}")
         if not isinstance(granularity, PerBlock):
-            raise ValueError(f"mx scaling shares one exponent per block: use granularity block:32, "
+            raise ValueError(f"{self} scaling shares one exponent per block: use granularity block:32, "
                              f"got {granularity}")
+        if not (element.is_signed and element.max > 0):
+            raise ValueError(f"{self} scaling needs a signed element format (a float, signed integer, posit, LP or "
+                             f"signed codebook: the block's absmax is aimed at its ±max), got {element}")
+
+    def exponent(self, mantissa: torch.Tensor, exp: torch.Tensor, rng: ElementRange) -> torch.Tensor:
+        """The shared exponent (of X) of blocks whose absmax is ``mantissa * 2^exp`` (``torch.frexp``:
+        mantissa in [0.5, 1), so ``floor(log2 absmax) = exp - 1``, exactly)."""
+        return exp - 1 - rng.emax
 
     def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
-        amax = _absmax(rows)  # a NaN propagates to a NaN scale, and so does an infinity (exponent > 127)
-        amax = torch.where((amax > 0) | torch.isnan(amax), amax, torch.full_like(amax, 2.0**-126))
-        exponent = torch.floor(torch.log2(amax)) - rng.emax
+        amax = _absmax(rows)
+        nonfinite = ~torch.isfinite(amax)  # a NaN or an infinity in the block: a NaN scale (OCP)
+        amax = torch.where((amax > 0) & ~nonfinite, amax, torch.full_like(amax, 2.0**-126))
+        mantissa, exp = torch.frexp(amax)
+        exponent = self.exponent(mantissa, exp.to(amax.dtype), rng)
         shared = torch.exp2(exponent.clamp(min=-127))  # the E8M0 scale X
-        return torch.where(exponent > 127, torch.full_like(shared, math.nan), shared * rng.unit)
+        return torch.where(nonfinite | (exponent > 127), torch.full_like(shared, math.nan), shared * rng.unit)
+
+
+@register_rule
+class MxCeil(Mx):
+    """torchao's CEIL: ``X = 2^(ceil(log2 absmax) - emax)`` (nothing clips; small elements may flush)."""
+
+    name = "mx-ceil"
+    fused = "mx-ceil"
+
+    def exponent(self, mantissa: torch.Tensor, exp: torch.Tensor, rng: ElementRange) -> torch.Tensor:
+        return exp - (mantissa == 0.5).to(exp.dtype) - rng.emax
+
+
+@register_rule
+class MxEven(Mx):
+    """torchao's EVEN: ``X = 2^(floor(log2 r) - emax)``, ``r`` the absmax rounded to the element's fraction
+    bits ``m`` (half up, which here is half to even): the exponent goes up by one when the absmax's mantissa is
+    at least ``2 - 2^-(m+1)``."""
+
+    name = "mx-even"
+    fused = "mx-even"
+
+    def check(self, element: Format, granularity: Granularity) -> None:
+        super().check(element, granularity)
+        if element_range(element).mbits is None:
+            raise ValueError(f"{self} rounds the absmax to the element's fraction bits, which float (fp, eXmY) and "
+                             f"integer elements have; got {element}")
+
+    def exponent(self, mantissa: torch.Tensor, exp: torch.Tensor, rng: ElementRange) -> torch.Tensor:
+        carry = mantissa >= 1.0 - 2.0 ** -(rng.mbits + 2)  # (frexp's mantissa is half the IEEE one)
+        return exp - 1 + carry.to(exp.dtype) - rng.emax
+
+
+@register_rule
+class MxRceil(Mx):
+    """torchao's RCEIL (cuBLAS's UE8M0 recipe): ``X = 2^ceil(log2(absmax / max))``, the smallest power of two
+    that clips nothing (``pow2`` with E8M0's exponent range instead of ±24)."""
+
+    name = "mx-rceil"
+    fused = "mx-rceil"
+
+    def exponent(self, mantissa: torch.Tensor, exp: torch.Tensor, rng: ElementRange) -> torch.Tensor:
+        top_mantissa, top_exp = math.frexp(rng.max * rng.unit)  # absmax <= max * 2^k, in integers
+        return exp - top_exp + (mantissa > top_mantissa).to(exp.dtype)
 
 
 def element_range(f: Format) -> ElementRange:
-    """Unsigned integers are used with zero point 2^(n-1) (the lab's UINT8 activations: zero point 128)."""
+    """Unsigned integers are used with zero point 2^(n-1) (the lab's UINT8 activations: zero point 128).
+    Signed integers are fixed point for MX, ``k * 2^-(n-2)``: n-2 fraction bits below a top binade [1, 2)."""
     from dtypelab.formats import Integer
 
     if isinstance(f, Integer):
@@ -254,5 +337,5 @@ def element_range(f: Format) -> ElementRange:
         if not f.signed:
             zp = float(1 << (f.n - 1))
             return ElementRange(f.max - zp, zp, unit)
-        return ElementRange(f.max, unit=unit)
-    return ElementRange(f.max)
+        return ElementRange(f.max, unit=unit, mbits=f.n - 2)
+    return ElementRange(f.max, mbits=getattr(f, "fraction_bits", None))  # floats have fraction bits

@@ -6,7 +6,7 @@ format means ``FORMAT/tensor/none``. Aliases: ``mxfp8``, ``mxfp6``, ``mxfp4``, `
 
 Scales multiply: ``x ≈ Q(x / s) * s`` (for unsigned integers ``(Q(x / s + zp) - zp) * s`` with
 ``zp = 2^(n-1)``). Scale formats (:mod:`~dtypelab.schemes.scale_storage`): ``none`` (no scale stored), ``fp32``,
-``e8m0`` (the default for ``pow2`` and ``mx``), or any format spec (e.g. ``e4m3``), optionally relative to one
+``e8m0`` (the default for ``pow2`` and the ``mx`` rules), or any format spec (e.g. ``e4m3``), optionally relative to one
 float32 scale per tensor (``e4m3+fp32``, NVIDIA's NVFP4).
 
 Every caller quantizes through :meth:`Scheme.scale`, which groups the tensor, computes (or takes) the stored
@@ -156,7 +156,7 @@ class Scheme:
             return None
         rng = self.element_range
         return BlockRule(self.rule.fused, rng.max, rng.emax if self.rule.clips else 0, rng.unit, rng.zero_point,
-                         self.rule.clips)
+                         self.rule.clips, rng.mbits or 0)
 
 
 class Scaled:
@@ -239,7 +239,9 @@ class Scaled:
             t = t.clamp(-rng.max, rng.max)
         if self.scheme.rule.nonfinite_is_nan:  # a NaN scale decodes its whole group to NaN: store zeros there
             t = torch.where(torch.isnan(self.divisor), 0.0, t)
-        return self.scheme.format.encode(t + rng.zero_point).reshape(-1)[: self.layout.numel]
+        if rng.zero_point:  # (adding a zero point of 0 would turn -0.0 into +0.0, unlike the fused kernels)
+            t = t + rng.zero_point
+        return self.scheme.format.encode(t).reshape(-1)[: self.layout.numel]
 
     def _fused(self, want_codes: bool) -> torch.Tensor | None:
         """The fused block kernel's result, where the device's backend has one for this scheme (it also sets
