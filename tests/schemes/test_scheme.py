@@ -28,7 +28,9 @@ def test_defaults_and_scale_formats():
     ("e4m3/block:32/mx-round", "valid: .*mx, mx-ceil, mx-even, mx-rceil"),
     ("posit(1,0)", "posit: n must be"),
     ("int8/tensor/none/fp32", "scale_format 'none'"),
-    ("a/b/c/d/e", "FORMAT"),
+    ("a/b/c/d/e/f", "FORMAT"),
+    ("e4m3/tensor/absmax//nearest", "unknown rounding mode 'nearest'"),
+    ("int8/tensor/absmax//rne+ovfinf", "int8 has neither infinities nor NaN"),
 ])
 def test_bad_schemes(bad, match):
     with pytest.raises(ValueError, match=match):

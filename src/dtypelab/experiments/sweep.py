@@ -72,7 +72,7 @@ class Cell:
         gran = s.granularity if not s.rule.static else self.activation_granularity
         # 41 trial scales on every forward pass cost too much
         rule = "absmax" if s.rule.trials > MAX_ACTIVATION_TRIALS else s.rule
-        return str(Scheme(s.format, gran, rule, s.storage))
+        return str(Scheme(s.format, gran, rule, s.storage, s.rounding))
 
     @property
     def fixed(self) -> bool:

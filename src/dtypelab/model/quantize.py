@@ -333,7 +333,7 @@ def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tup
     if len({c.shape[1] for c in cols}) != 1:
         raise ValueError(f"layer {layer!r}: inputs differ in size along axis {g.axis} "
                          f"({sorted({c.shape[1] for c in cols})}), so one static scale per channel is undefined")
-    return torch.cat(cols), Scheme(scheme.format, PerAxis(1), scheme.rule, scheme.storage)
+    return torch.cat(cols), Scheme(scheme.format, PerAxis(1), scheme.rule, scheme.storage, scheme.rounding)
 
 
 # ---- building, reporting -----------------------------------------------------------------------------------------

@@ -16,15 +16,16 @@ from dtypelab.schemes.scheme import Scheme
 
 
 def fake_quantize(x: torch.Tensor, scheme: Scheme | str, scales: torch.Tensor | None = None,
-                  zero_saturated_grad: bool = False) -> torch.Tensor:
+                  zero_saturated_grad: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """``Q(x / s) * s`` per group, differentiable: the gradient passes straight through.
 
     ``scales`` (from ``scheme.compute_scales`` on calibration data) makes the scale static; by default it is
     computed from ``x`` itself (dynamic). With ``zero_saturated_grad`` the gradient of elements beyond the
-    format's range is zero (as with a clipped STE).
+    format's range is zero (as with a clipped STE). A scheme with stochastic rounding (``.../sr8``) draws its
+    random bits from ``generator`` (default: torch's global one).
     """
     scheme = Scheme.parse(scheme)
-    scaled = scheme.scale(x, scales)
+    scaled = scheme.scale(x, scales, generator)
     q = scaled.dequantize()
     if not x.requires_grad:
         return q

@@ -49,10 +49,10 @@ class QTensor:
         return self.storage_bits / max(self.numel, 1)
 
     @classmethod
-    def from_float(cls, x: torch.Tensor, scheme: Scheme | str) -> QTensor:
+    def from_float(cls, x: torch.Tensor, scheme: Scheme | str, generator: torch.Generator | None = None) -> QTensor:
         """Quantize ``x`` (see :func:`quantize`)."""
         scheme = Scheme.parse(scheme)
-        scaled = scheme.scale(x)
+        scaled = scheme.scale(x, generator=generator)
         codes = scaled.encode()
         return cls(pack(codes, scheme.format.bits, copy=False), scaled.scales.cpu(), scheme, x.shape, x.dtype,
                    scaled.layout.perm)
@@ -134,6 +134,7 @@ class QTensor:
         return cls(codes, scales, scheme, shape, dtype, perm)
 
 
-def quantize(x: torch.Tensor, scheme: Scheme | str) -> QTensor:
-    """Quantize ``x`` to its stored form (codes + scales) under ``scheme``."""
-    return QTensor.from_float(x, scheme)
+def quantize(x: torch.Tensor, scheme: Scheme | str, generator: torch.Generator | None = None) -> QTensor:
+    """Quantize ``x`` to its stored form (codes + scales) under ``scheme`` (a stochastic rounding draws from
+    ``generator``)."""
+    return QTensor.from_float(x, scheme, generator)

@@ -1,8 +1,10 @@
-"""Scheme = format + granularity + scale rule + how scales are stored, and the one quantize pipeline.
+"""Scheme = format + granularity + scale rule + how scales are stored + rounding, and the one quantize pipeline.
 
-Canonical string: ``FORMAT/GRANULARITY/SCALE[/SCALE_FORMAT]`` (the last part only when it is not the rule's
-default), e.g. ``posit(6,1)/channel/log2-hist``, ``nf4/block:64/absmax``, ``e4m3/block:32/mx``. A bare
-format means ``FORMAT/tensor/none``. Aliases: ``mxfp8``, ``mxfp6``, ``mxfp4``, ``mxint8``, ``nvfp4``.
+Canonical string: ``FORMAT/GRANULARITY/SCALE[/SCALE_FORMAT[/ROUNDING]]`` (``SCALE_FORMAT`` only when it is not the
+rule's default, ``ROUNDING`` only when it is not ``rne``; an empty ``SCALE_FORMAT`` means the default), e.g.
+``posit(6,1)/channel/log2-hist``, ``nf4/block:64/absmax``, ``e4m3/block:32/mx``, ``e4m3/tensor/absmax//sr8``
+(stochastic rounding with 8 random bits: :mod:`dtypelab.kernels.rounding`). A bare format means
+``FORMAT/tensor/none``. Aliases: ``mxfp8``, ``mxfp6``, ``mxfp4``, ``mxint8``, ``nvfp4``.
 
 Scales multiply: ``x ≈ Q(x / s) * s`` (for unsigned integers ``(Q(x / s + zp) - zp) * s`` with
 ``zp = 2^(n-1)``). Scale formats (:mod:`~dtypelab.schemes.scale_storage`): ``none`` (no scale stored), ``fp32``,
@@ -23,6 +25,8 @@ Example:
     >>> sc = dl.Scheme.parse("int4/tensor/absmax").scale(torch.tensor([0.3, 5.0, -7.0]))
     >>> sc.scales.tolist(), sc.values().tolist(), sc.dequantize().tolist()
     ([1.0], [0.0, 5.0, -7.0], [0.0, 5.0, -7.0])
+    >>> str(dl.Scheme("e4m3", "channel", "absmax", rounding="stochastic8+ovfinf"))
+    'e4m3/channel/absmax//sr8+ovfinf'
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 from dtypelab.formats import Format, fmt
 from dtypelab.kernels.backend import BlockRule
 from dtypelab.kernels.engine import check_input
+from dtypelab.kernels.rounding import DEFAULT, Rounding
 from dtypelab.schemes.granularity import Granularity, Layout
 from dtypelab.schemes.granularity import granularity as granularity_of
 from dtypelab.schemes.scale_storage import NONE, ScaleStorage, scale_storage
@@ -49,22 +54,27 @@ ALIASES = {
 
 @dataclass(frozen=True, init=False)
 class Scheme:
-    """How a tensor is quantized: ``Scheme(format, granularity="tensor", scale="none", scale_format="")``,
-    each part a spec string or its object; ``scale_format`` empty means the rule's default storage."""
+    """How a tensor is quantized: ``Scheme(format, granularity="tensor", scale="none", scale_format="",
+    rounding=None)``, each part a spec string or its object; ``scale_format`` empty means the rule's default
+    storage, ``rounding`` None the format's nearest-even rounding."""
 
     format: Format
     granularity: Granularity
     rule: ScaleRule
     storage: ScaleStorage
+    rounding: Rounding
 
     def __init__(self, format: Format | str, granularity: Granularity | str = "tensor",
-                 scale: ScaleRule | str = "none", scale_format: ScaleStorage | Format | str = "") -> None:
+                 scale: ScaleRule | str = "none", scale_format: ScaleStorage | Format | str = "",
+                 rounding: Rounding | str | None = None) -> None:
         rule = scale_rule(scale)
         storage = scale_storage(scale_format or rule.default_storage)
         object.__setattr__(self, "format", fmt(format))
         object.__setattr__(self, "granularity", granularity_of(granularity))
         object.__setattr__(self, "rule", rule)
         object.__setattr__(self, "storage", storage)
+        object.__setattr__(self, "rounding", Rounding.parse(rounding))
+        self.format.engine_for(self.rounding)  # a rounding the format cannot have is refused here
         if (storage == NONE) != (rule.default_storage == "none"):
             raise ValueError(f"scale_format 'none' goes with scale 'none' only (got scale={rule}, "
                              f"scale_format={storage})")
@@ -72,22 +82,26 @@ class Scheme:
 
     @classmethod
     def parse(cls, spec: str | Scheme) -> Scheme:
-        """Parse ``FORMAT[/GRANULARITY[/SCALE[/SCALE_FORMAT]]]`` or an alias."""
+        """Parse ``FORMAT[/GRANULARITY[/SCALE[/SCALE_FORMAT[/ROUNDING]]]]`` or an alias."""
         if isinstance(spec, Scheme):
             return spec
         if not isinstance(spec, str):
             raise TypeError(f"a scheme spec must be a string or Scheme, got {type(spec).__name__}")
         text = spec.strip().lower().replace(" ", "")
         parts = ALIASES.get(text, text).split("/")
-        if len(parts) > 4 or not parts[0]:
-            raise ValueError(f"bad scheme {spec!r}: expected FORMAT[/GRANULARITY[/SCALE[/SCALE_FORMAT]]], e.g. "
-                             "'posit(6,1)/channel/log2-hist', or one of " + ", ".join(ALIASES))
+        if len(parts) > 5 or not parts[0]:
+            raise ValueError(f"bad scheme {spec!r}: expected FORMAT[/GRANULARITY[/SCALE[/SCALE_FORMAT[/ROUNDING]]]], "
+                             "e.g. 'posit(6,1)/channel/log2-hist' or 'e4m3/tensor/absmax//sr8', or one of "
+                             + ", ".join(ALIASES))
         return cls(*parts)
 
     def __str__(self) -> str:
         text = f"{self.format}/{self.granularity}/{self.rule}"
-        if self.storage != scale_storage(self.rule.default_storage):
-            text += f"/{self.storage}"
+        default_storage = self.storage == scale_storage(self.rule.default_storage)
+        if not default_storage or self.rounding != DEFAULT:
+            text += "/" + ("" if default_storage else str(self.storage))
+        if self.rounding != DEFAULT:
+            text += f"/{self.rounding}"
         return text
 
     @property
@@ -119,20 +133,23 @@ class Scheme:
 
     # ---- the pipeline -------------------------------------------------------------------------------------------
 
-    def scale(self, x: torch.Tensor, scales: torch.Tensor | None = None) -> Scaled:
+    def scale(self, x: torch.Tensor, scales: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> Scaled:
         """``x`` grouped and scaled: scales from ``x`` by the rule (dynamic), or the given stored ``scales``
-        (static: one per group, or one for all)."""
-        return Scaled(self, x, scales)
+        (static: one per group, or one for all); a stochastic rounding draws from ``generator``."""
+        return Scaled(self, x, scales, generator)
 
-    def round_scaled(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Q of already-scaled values, in the format's units and ``t``'s dtype (saturating; clipped to ±max
-        first where the rule clips; the zero point added and taken off again); ``out`` may be ``t`` itself."""
+    def round_scaled(self, t: torch.Tensor, out: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Q of already-scaled values under the scheme's rounding, in the format's units and ``t``'s dtype (clipped
+        to ±max first where the rule clips; the zero point added and taken off again); ``out`` may be ``t``."""
         rng = self.element_range
         if self.rule.clips:
             t = t.clamp(-rng.max, rng.max)
+        quantize = self.format.engine_for(self.rounding).quantize
         if rng.zero_point:
-            return self.format.quantize(t + rng.zero_point, out=out).sub_(rng.zero_point)
-        return self.format.quantize(t, out=out)
+            return quantize(t + rng.zero_point, out, generator).sub_(rng.zero_point)
+        return quantize(t, out, generator)
 
     def row_scales(self, rows: torch.Tensor) -> torch.Tensor:
         """Stored scales ``[groups]`` (float64) of rows, by the rule, then rounded to the scale storage.
@@ -167,9 +184,10 @@ class Scaled:
     which holds them exactly).
     """
 
-    def __init__(self, scheme: Scheme, x: torch.Tensor, scales: torch.Tensor | None = None) -> None:
+    def __init__(self, scheme: Scheme, x: torch.Tensor, scales: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> None:
         check_input(x)
-        self.scheme, self.x = scheme, x
+        self.scheme, self.x, self.generator = scheme, x, generator
         self.static = scales
         self.work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -213,7 +231,7 @@ class Scaled:
     def values(self) -> torch.Tensor:
         """``Q(x / s)`` in the format's units (zero point taken off), in ``x``'s shape and the working dtype."""
         t = self.scaled()
-        return self.scheme.granularity.ungroup(self.scheme.round_scaled(t, out=t), self.layout)
+        return self.scheme.granularity.ungroup(self.scheme.round_scaled(t, t, self.generator), self.layout)
 
     def dequantize(self) -> torch.Tensor:
         """``Q(x / s) * s`` in ``x``'s shape and dtype (the fake-quantized tensor)."""
@@ -221,10 +239,10 @@ class Scaled:
         if fast is not None:
             return fast.view(self.x.shape)
         if self.unit_scales:
-            q = self.scheme.round_scaled(self.rows)
+            q = self.scheme.round_scaled(self.rows, generator=self.generator)
         else:
             t = self.rows / self.divisor
-            q = self.scheme.round_scaled(t, out=t if t.is_contiguous() else None).mul_(self.divisor)
+            q = self.scheme.round_scaled(t, t if t.is_contiguous() else None, self.generator).mul_(self.divisor)
         return self.scheme.granularity.ungroup(q, self.layout).to(self.x.dtype)
 
     def encode(self) -> torch.Tensor:
@@ -241,7 +259,8 @@ class Scaled:
             t = torch.where(torch.isnan(self.divisor), 0.0, t)
         if rng.zero_point:  # (adding a zero point of 0 would turn -0.0 into +0.0, unlike the fused kernels)
             t = t + rng.zero_point
-        return self.scheme.format.encode(t).reshape(-1)[: self.layout.numel]
+        codes = self.scheme.format.encode(t, rounding=self.scheme.rounding, generator=self.generator)
+        return codes.reshape(-1)[: self.layout.numel]
 
     def _fused(self, want_codes: bool) -> torch.Tensor | None:
         """The fused block kernel's result, where the device's backend has one for this scheme (it also sets
@@ -252,7 +271,7 @@ class Scaled:
         if self.static is not None or size is None or rule is None or "scales" in self.__dict__ \
                 or (self.x.requires_grad and not want_codes):
             return None
-        fast = scheme.format.engine.block(self.x, size, rule, want_codes)
+        fast = scheme.format.engine_for(scheme.rounding).block(self.x, size, rule, want_codes)
         if fast is None:
             return None
         out, scales, nan_blocks = fast
