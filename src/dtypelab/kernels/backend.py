@@ -47,10 +47,11 @@ class StochasticEngineLike(Protocol):
     bits: int
     index: TableEngineLike
     results: RoundingTable
-    positions: np.ndarray
+    base: np.ndarray
+    inv_up: np.ndarray
+    inv_down: np.ndarray
     random_bits: int
     flush_below: float
-    n_sorted: int
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,13 @@ class TorchBackend(Backend):
         x64 = x.reshape(-1).to(torch.float64)
         x64 = torch.where((x64 != 0) & (x64.abs() < engine.flush_below), x64 * 0, x64)
         j = _intervals(engine.index.table, x64)
-        n = engine.n_sorted
-        nb = torch.where(x64 > 0, j + 1, j - 1)
-        movable = (j < n) & (x64 != 0) & (nb >= 0) & (nb < n)
-        positions = torch.as_tensor(engine.positions, device=x.device).abs()
-        p = positions[j.clamp(max=n - 1)]
-        a = x64.abs() - p
-        gap = (positions[nb.clamp(0, n - 1)] - p).abs()
-        d = torch.where(movable & (a > 0), a / gap, torch.zeros_like(a))
-        away = movable & (a > 0) & torch_goes_away(d, torch_words(seed, x64.numel(), x.device), engine.random_bits)
-        j = torch.where(away, nb, j)
+        up = x64 > 0
+        table = {name: torch.as_tensor(getattr(engine, name), device=x.device) for name in ("base", "inv_up",
+                                                                                           "inv_down")}
+        d = (x64.abs() - table["base"][j]) * torch.where(up, table["inv_up"][j], table["inv_down"][j])
+        d = torch.where(d > 0, d, torch.zeros_like(d))
+        away = torch_goes_away(d, torch_words(seed, x64.numel(), x.device), engine.random_bits)
+        j = torch.where(away, j + 2 * up.long() - 1, j)
         source = engine.results.codes if what == "code" else engine.results.values
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
         return int(torch.isnan(x64).sum())

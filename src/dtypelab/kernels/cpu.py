@@ -100,9 +100,9 @@ class NumbaBackend(Backend):
             results = engine.codes if what == "code" else r.float32_values if o.dtype == torch.float32 else r.values
             total = 8 * a.itemsize
             return int(stochastic.apply_stochastic(
-                a, _bits(a), o.numpy(), m.form, total, m.low_bits, engine.index_arrays(a.dtype), engine.positions,
-                results, engine.n_sorted, engine.random_bits, np.uint64(seed), offset, engine.flush_below,
-                _bits(a).dtype.type(-(1 << (total - 1)))))
+                a, _bits(a), o.numpy(), m.form, total, m.low_bits, *engine.index_arrays(a.dtype), engine.base,
+                engine.inv_up, engine.inv_down, results, engine.random_bits, np.uint64(seed), offset,
+                engine.flush_below, _bits(a).dtype.type(-(1 << (total - 1)))))
 
         return _run(x, out, what, kernel)
 

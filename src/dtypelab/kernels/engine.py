@@ -18,6 +18,7 @@ import torch
 from dtypelab.kernels import lut
 from dtypelab.kernels.backend import Backend, BlockRule, backend_for
 from dtypelab.kernels.random import draw_seed
+from dtypelab.kernels.stochastic import remainder_tables
 from dtypelab.kernels.table import RoundingTable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -142,20 +143,19 @@ class PositEngine(Engine):
 
 
 class StochasticEngine(Engine):
-    """Stochastic rounding (:mod:`dtypelab.kernels.stochastic`): ``index`` looks up the toward-zero neighbour (its
-    table's codes are the interval indices), ``positions`` places each interval for the remainder, ``results`` says
-    what each interval writes (values and codes, after any flushing), with ``random_bits`` compared bits and
-    inputs below ``flush_below`` taken as zeros."""
+    """Stochastic rounding (:mod:`dtypelab.kernels.stochastic`): ``index`` looks up the toward-zero neighbour,
+    ``positions`` place each of its sorted intervals for the remainder, ``results`` says what each interval writes
+    (values and codes, after any flushing), with ``random_bits`` compared bits and inputs below ``flush_below``
+    taken as zeros."""
 
     def __init__(self, truncating: RoundingTable, results: RoundingTable, positions: np.ndarray, bits: int,
                  random_bits: int, flush_below: float = 0.0):
         self.bits = bits
         self.index = TableEngine(truncating, bits)
         self.results = results
-        self.positions = np.asarray(positions, np.float64)
+        self.base, self.inv_up, self.inv_down = remainder_tables(positions, len(results.values))
         self.random_bits = random_bits
         self.flush_below = float(flush_below)
-        self.n_sorted = truncating.n_intervals
         self.codes = results.codes.astype(_NUMPY_CODE[code_dtype(bits)])
 
     def index_arrays(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
