@@ -42,16 +42,19 @@ def _gfloat_infos() -> list:
              gfloat.formats.format_info_ocp_e3m2, gfloat.formats.format_info_ocp_e2m3,
              gfloat.formats.format_info_ocp_e2m1, gfloat.formats.format_info_binary16,
              gfloat.formats.format_info_bfloat16]
-    for k in range(3, 9):
-        for p in range(1, k):
-            for signedness in gfloat.types.Signedness:
-                for domain in GfloatDomain:
-                    infos.append(gfloat.formats.format_info_p3109(k, p, signedness, domain))
+    shapes = [(k, p) for k in range(2, 9) for p in range(1, k + 1)] + [(10, 4), (12, 7), (16, 8), (16, 11)]
+    for k, p in shapes:
+        for signedness in gfloat.types.Signedness:
+            for domain in GfloatDomain:
+                infos.append(gfloat.formats.format_info_p3109(k, p, signedness, domain))
     return infos
 
 
 def ours(fi) -> FloatFormat:
-    """Our float with gfloat's FormatInfo parameters (the float family is those parameters)."""
+    """Our float with gfloat's FormatInfo parameters (the float family is those parameters); P3109 formats are
+    also reached by their names."""
+    if fi.name.startswith("p3109_"):
+        return dl.fmt(fi.name)
     return FloatFormat(fi.k, fi.precision, fi.bias, signed=fi.is_signed,
                        domain=Domain.EXTENDED if fi.domain == GfloatDomain.Extended else Domain.FINITE,
                        negative_zero=fi.has_nz, high_nans=fi.num_high_nans, subnormals=fi.has_subnormals)
@@ -61,7 +64,10 @@ INFOS = _gfloat_infos()
 
 
 def _inputs(f: FloatFormat, fi, n_random: int = 3000, dtype: type = np.float64) -> np.ndarray:
-    x = probe_inputs(f.values().numpy(), n_random=n_random, dtype=dtype).astype(np.float64)
+    values = f.values().numpy()
+    if values.size < 2:  # binary2p1: zero is its only finite value
+        values = np.array([-1.0, 0.0, 1.0])
+    x = probe_inputs(values, n_random=n_random, dtype=dtype).astype(np.float64)
     if not fi.is_signed:  # gfloat does not define negative inputs to unsigned formats
         x = x[x >= 0]
     return np.concatenate([x, [np.inf, -np.inf] if fi.is_signed else [np.inf]])
@@ -79,6 +85,14 @@ def _gfloat(fi, x: np.ndarray, mode: RoundMode, sat: bool, *args) -> np.ndarray 
             return None
 
 
+def _clipped(want: np.ndarray, f: FloatFormat, fi) -> np.ndarray:
+    """gfloat's FormatInfo.max is not a value of binary2p1se or binary2p2ue (0.5 and 0.75; a gfloat defect): its
+    results there are clipped at the true max."""
+    if fi.max == f.max:
+        return want
+    return np.where(np.isfinite(want) & (np.abs(want) > f.max), np.copysign(f.max, want) + 0.0, want)
+
+
 @pytest.mark.parametrize("fi", INFOS, ids=lambda fi: fi.name)
 def test_deterministic_modes_match_gfloat(fi) -> None:
     f = ours(fi)
@@ -91,7 +105,7 @@ def test_deterministic_modes_match_gfloat(fi) -> None:
                     f.quantize(torch.from_numpy(x), rounding=f"{mode}+{policy}")
                 continue
             got = f.quantize(torch.from_numpy(x), rounding=f"{mode}+{policy}").numpy()
-            bad = ~_same(got, want)
+            bad = ~_same(got, _clipped(want, f, fi))
             assert not bad.any(), (mode, policy, x[bad][:5], got[bad][:5], want[bad][:5])
 
 
@@ -111,7 +125,7 @@ def test_stochastic_matches_gfloat_truncated_mode(fi, k: int) -> None:
             continue
         got = f.quantize(torch.from_numpy(x), rounding=f"sr{k}+{policy}",
                          generator=torch.Generator().manual_seed(k)).numpy()
-        bad = ~_same(got, want)
+        bad = ~_same(got, _clipped(want, f, fi))
         assert not bad.any(), (policy, x[bad][:5], got[bad][:5], want[bad][:5])
 
 

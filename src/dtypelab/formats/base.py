@@ -160,7 +160,7 @@ def _midpoint_table(f: Format) -> RoundingTable:
     nan = (np.nan, f.nan_code) if f.nan_code is not None else None
     inf = f.inf_code
     pinf = (np.inf, inf) if inf is not None else None
-    signed = bool(values[0] < 0)  # unsigned: -inf saturates to the lowest value, like every negative input
+    signed = bool(np.any(f.code_values() < 0))  # unsigned: -inf saturates to the lowest value, as negatives do
     ninf = (-np.inf, inf | (1 << (f.bits - 1))) if inf is not None and signed else None
     return RoundingTable.from_midpoints(values, codes, nan=nan, pinf=pinf, ninf=ninf, signed_zero=signed_zero)
 

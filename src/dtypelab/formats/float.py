@@ -138,7 +138,8 @@ class FloatFormat(Format):
     @property
     def above_max(self) -> float:
         """max + the spacing of max's binade (for precision 1, 2 * max): the first value of the grid past max."""
-        top = max(math.floor(math.log2(self.max)), 1 - self.bias if self.subnormals else -self.bias)
+        lowest = 1 - self.bias if self.subnormals else -self.bias
+        top = max(math.floor(math.log2(self.max)), lowest) if self.max > 0 else lowest
         return self.max + 2.0 ** (top - self.fraction_bits)
 
     @property

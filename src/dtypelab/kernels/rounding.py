@@ -212,17 +212,19 @@ NEAREST_EVEN, NEAREST_AWAY, AT_MAX, NEVER = "nearest-even", "nearest-away", "at-
 
 @dataclass(frozen=True)
 class _Sorted:
-    """A format's finite values in order (-0.0 before +0.0), their codes, and float32 values where a cast is not
-    correctly rounded (LP)."""
+    """A format's finite values in order (-0.0 before +0.0), their codes, float32 values where a cast is not
+    correctly rounded (LP), and whether the format is signed."""
 
     values: np.ndarray
     codes: np.ndarray
     values32: np.ndarray | None
+    signed: bool  # negative values, or at least -inf (binary2p1se's only negative)
 
     @classmethod
     def of(cls, t: RoundingTable) -> _Sorted:
         k = t.n_intervals
-        return cls(t.values[:k], t.codes[:k], None if t.values32 is None else t.values32[:k])
+        signed = bool(t.values[0] < 0 or np.isneginf(t.values[t.ninf_index]))
+        return cls(t.values[:k], t.codes[:k], None if t.values32 is None else t.values32[:k], signed)
 
     @property
     def zero_pair(self) -> np.ndarray:
@@ -305,7 +307,7 @@ def _edge(kind: str, top: float, above: float | None, top_code: int) -> tuple[fl
 def _overflow_edge(f: Roundable, s: _Sorted, mode: Mode, sign: int, truncating: bool) -> tuple[float, int] | None:
     """Threshold and tie (for the positive side; mirrored by the caller) past which an input of ``sign`` overflows
     under ``ovfinf``, or None (never, or no values of that sign)."""
-    if sign < 0 and s.values[0] >= 0:
+    if sign < 0 and not s.signed:
         return None  # unsigned: negative inputs saturate to the lowest value
     end = -1 if sign > 0 else 0
     top = abs(float(s.values[end]))
@@ -338,7 +340,7 @@ def table_for(f: Roundable, rounding: Rounding, truncating: bool = False) -> Rou
         pinf, ninf = (values[-1], codes[-1]), (values[0], codes[0])
     elif rounding.overflow in ("satpropagate", "ovfinf"):
         pinf = _overflow_result(f, nearest, +1)
-        ninf = _overflow_result(f, nearest, -1) if s.values[0] < 0 else (float("nan"), int(f.nan_code))  # type: ignore[arg-type]
+        ninf = _overflow_result(f, nearest, -1) if s.signed else (float("nan"), int(f.nan_code))  # type: ignore
     if rounding.overflow == "ovfinf":
         for sign in (+1, -1):
             edge = _overflow_edge(f, s, mode, sign, truncating)
