@@ -10,7 +10,9 @@ Printed per format (best of ``--repeats`` after a warm-up call, all in one proce
 
 A ratio is baseline time / format time, so 1.0 means "as fast as the baseline". Targets (issue 2): formats
 of at most 8 bits >= 0.3 (preallocated) and >= 0.5 (allocating); 16-bit formats half of that; 32-bit posits
-are reported but have no target. torch's ``x.to(float8_e4m3fn).to(float32)`` is printed for scale, and
+are reported but have no target. A second table times the rounding modes (``--roundings``, default rne, rz,
+rne+ovfinf, sr8 and sr) as ``q(out=)/copy_`` per format of at most 16 bits; stochastic rounding's target
+(issue 13) is >= 0.15. torch's ``x.to(float8_e4m3fn).to(float32)`` is printed for scale, and
 qtorch_plus / bitsandbytes are timed too where they are installed.
 """
 
@@ -24,8 +26,11 @@ import torch
 
 import dtypelab as dl
 from dtypelab.formats import STANDARD_FORMATS
+from dtypelab.kernels.rounding import Rounding
 
 EXTRA_FORMATS = ("posit32",)
+ROUNDINGS = ("rne", "rz", "rne+ovfinf", "sr8", "sr")
+STOCHASTIC_TARGET = 0.15
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16 * 1024 * 1024)
     parser.add_argument("--repeats", type=int, default=9)  # best of 9: this shared machine is noisy
     parser.add_argument("--formats", nargs="*", default=None)
+    parser.add_argument("--roundings", nargs="*", default=list(ROUNDINGS))
     args = parser.parse_args()
     specs = args.formats or list(dict.fromkeys(str(dl.fmt(s)) for s in STANDARD_FORMATS + EXTRA_FORMATS))
 
@@ -128,6 +134,37 @@ def main() -> None:
             verdict = f"{'ok' if ok else 'MISS'} (>={tgt[0]:g}/{tgt[0]:g}/{tgt[1]:g})"
         print(f"{str(f):<14}{f.bits:>5}{setup:>9.2f}{n / tq / 1e9:>13.2f}{rq:>15.2f}{re_:>17.2f}{ra:>11.2f}  {verdict}")
     print(f"ratios use the copy_ / clone timed in the same interleaved rounds; {misses} format(s) below target")
+    rounding_table(x, y, [f for f, _, _ in rows if f.bits <= 16], args.roundings, r)
+
+
+def rounding_table(x: torch.Tensor, y: torch.Tensor, formats: list[dl.Format], roundings: list[str],
+                   repeats: int) -> None:
+    """``q(out=)/copy_`` of every rounding for each format (modes a format cannot have are left blank)."""
+    if not roundings:
+        return
+    head = f"{'format':<14}" + "".join(f"{r:>13}" for r in roundings) + "  stochastic target"
+    print()
+    print(head)
+    print("-" * len(head))
+    misses = 0
+    for f in formats:
+        fns: dict[str, object] = {"copy": lambda: y.copy_(x)}
+        for rounding in roundings:
+            try:
+                engine = f.engine_for(rounding)
+            except ValueError:  # e.g. ovfinf on a format without inf or NaN
+                continue
+            fns[rounding] = lambda engine=engine: engine.quantize(x, y)
+        t = best_times(fns, repeats)  # type: ignore[arg-type]
+        cells, ok = [], True
+        for rounding in roundings:
+            ratio = t["copy"] / t[rounding] if rounding in t else None
+            cells.append(f"{ratio:>13.2f}" if ratio is not None else f"{'-':>13}")
+            if ratio is not None and Rounding.parse(rounding).stochastic:
+                ok &= ratio >= STOCHASTIC_TARGET
+        misses += not ok
+        print(f"{str(f):<14}" + "".join(cells) + f"  {'ok' if ok else 'MISS'} (>={STOCHASTIC_TARGET:g})")
+    print(f"q(out=)/copy_ per rounding; {misses} format(s) with a stochastic mode below target")
 
 
 if __name__ == "__main__":

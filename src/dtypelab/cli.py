@@ -120,6 +120,20 @@ def formats_table(
         typer.echo(format_table(spec or DEFAULT_FORMATS))
 
 
+@formats_app.command("roundings")
+def formats_roundings() -> None:
+    """List the rounding modes, overflow policies and subnormal flags (the ROUNDING part of a scheme)."""
+    from dtypelab.kernels.rounding import MODES, OVERFLOW, SUBNORMAL_FLAGS
+
+    rows = [("mode", f"{m.name}{'K' if m.stochastic else ''} ({m.long_name})", m.description) for m in MODES.values()]
+    rows += [("overflow", name, text) for name, text in OVERFLOW.items()]
+    rows += [("subnormals", name, text) for name, text in SUBNORMAL_FLAGS.items()]
+    width = max(len(r[1]) for r in rows)
+    for kind, name, text in rows:
+        typer.echo(f"{kind:<11}{name:<{width + 2}}{text}")
+    typer.echo("Write MODE[+OVERFLOW][+daz][+ftz], e.g. sr8+ovfinf; in a scheme: e4m3/tensor/absmax//sr8")
+
+
 @formats_app.command("plot")
 def formats_plot(
     specs: Annotated[list[str], typer.Argument(help="Format specs, e.g. 'posit(8,1)' e4m3")],

@@ -51,6 +51,16 @@ def test_formats_table_and_bad_format(runner):
     assert_one_line_error(invoke(runner, "formats", "-f", "posit(8"), "posit(8")
 
 
+def test_formats_roundings_lists_every_mode_and_policy(runner):
+    from dtypelab.kernels.rounding import MODES, OVERFLOW
+
+    result = invoke(runner, "formats", "roundings")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for name in [*MODES, *OVERFLOW, "daz", "ftz"]:
+        assert any(line.split()[1].startswith(name) for line in lines[:-1]), name
+
+
 def test_sweep_writes_results_with_the_umask_mode(runner, user, tmp_path):
     """Issue 19 item 16: results were 0600 (mkstemp); they get the umask's mode now."""
     old = os.umask(0o022)
