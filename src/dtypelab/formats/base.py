@@ -124,8 +124,8 @@ class Format(ABC):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Bit patterns (uint8 up to 8 bits, int32 up to 31, else int64) of the rounded values."""
         codes, nans = self.engine_for(rounding).encode(x, out, generator)
-        if nans and self.nan_code is None:
-            raise ValueError(f"{self} has no NaN code, but the input holds {nans} NaN value(s)")
+        if self.nan_code is None and int(nans):  # (only here is a device's count read back)
+            raise ValueError(f"{self} has no NaN code, but the input holds {int(nans)} NaN value(s)")
         return codes
 
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

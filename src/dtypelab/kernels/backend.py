@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Protocol
@@ -21,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from dtypelab.kernels import lut
 from dtypelab.kernels.random import torch_words
 from dtypelab.kernels.stochastic import torch_goes_away
 from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
@@ -32,6 +34,11 @@ class TableEngineLike(Protocol):
 
     table: RoundingTable
     bits: int
+    codes: np.ndarray
+
+    def lut(self, dtype: np.dtype) -> lut.Lut: ...
+
+    def lookup_arrays(self, dtype: np.dtype, table: np.ndarray, name: str) -> tuple[np.ndarray, ...]: ...
 
 
 class PositEngineLike(Protocol):
@@ -72,18 +79,19 @@ class BlockRule:
 
 class Backend:
     """Applies engines to tensors of one device kind. ``out`` is a contiguous tensor of ``x``'s shape on its
-    device (values in ``x``'s dtype, or codes); each method returns the number of NaN inputs it saw."""
+    device (values in ``x``'s dtype, or codes); each method returns the number of NaN inputs it saw when writing
+    codes (an int, or a 0-d tensor on the device so that nothing waits for it), and may return 0 for values."""
 
-    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int | torch.Tensor:
         """Round ``x`` through ``engine``'s table into ``out`` (``what``: ``value`` or ``code``)."""
         raise NotImplementedError
 
-    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
+    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int | torch.Tensor:
         """The closed-form posit rounding of ``x`` into ``out``."""
         raise NotImplementedError
 
     def stochastic(self, engine: StochasticEngineLike, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
-                   ) -> int:
+                   ) -> int | torch.Tensor:
         """Stochastic rounding of ``x`` into ``out`` with the random words of ``seed``
         (:mod:`dtypelab.kernels.random`; element ``i`` of the flat tensor uses counter ``i``)."""
         raise NotImplementedError
@@ -103,18 +111,48 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    """The exact reference on any device: the rounding table searched with ``torch.searchsorted``."""
+    """The exact path on any device, in tensor ops: the numba kernels' two-level lookup on the input's bit pattern,
+    as gathers from the same tables (kept on the device), with no host synchronisation (NaN counts come back as
+    0-d tensors, read only where a format without a NaN code must refuse one)."""
 
-    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
-        t = engine.table
-        x64 = x.to(torch.float64)
-        idx = _intervals(t, x64)
-        source = t.codes if what == "code" else t.values
-        out.copy_(torch.as_tensor(source, device=x.device)[idx])
-        return int(torch.isnan(x64).sum())
+    def __init__(self) -> None:
+        self._tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {key: device tensors}
+
+    def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int | torch.Tensor:
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32  # half precision: exact in float32
+        flat = x.reshape(-1).to(work)
+        dtype = np.dtype(np.float64 if work == torch.float64 else np.float32)
+        m = engine.lut(dtype)
+        if what == "code":
+            source, name = engine.codes, "code"
+        elif out.dtype == torch.float64:
+            source, name = engine.table.values, "float64"
+        else:  # float32 values, cast once more for half-precision outputs (as the CPU kernels do)
+            source, name = engine.table.float32_values, "float32"
+        arrays, searched = self._device_arrays(engine, dtype, source, name, x.device)
+        bits = flat.view(torch.int64 if work == torch.float64 else torch.int32)
+        result = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits, *arrays)
+        if m.form == lut.TWO_LEVEL:  # interval indices: sub-buckets that still straddle a threshold are searched
+            if searched:
+                result = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
+            result = arrays[7][result]
+        out.view(-1).copy_(result)
+        return torch.isnan(flat).sum() if what == "code" else 0
+
+    def _device_arrays(self, engine: TableEngineLike, dtype: np.dtype, source: np.ndarray, name: str,
+                       device: torch.device) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """The engine's lookup arrays (:meth:`TableEngine.lookup_arrays`) on ``device``, made once, and whether
+        any sub-bucket of its two-level form needs the search."""
+        cache = self._tables.setdefault(engine, {})
+        key = (dtype, name, str(device))
+        if key not in cache:
+            arrays = engine.lookup_arrays(dtype, source, name)
+            searched = engine.lut(dtype).form == lut.TWO_LEVEL and bool((arrays[2] < 0).any())
+            cache[key] = tuple(torch.as_tensor(a, device=device) for a in arrays), searched
+        return cache[key]
 
     def stochastic(self, engine: StochasticEngineLike, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
-                   ) -> int:
+                   ) -> int | torch.Tensor:
         x64 = x.reshape(-1).to(torch.float64)
         x64 = torch.where((x64 != 0) & (x64.abs() < engine.flush_below), x64 * 0, x64)
         j = _intervals(engine.index.table, x64)
@@ -127,7 +165,7 @@ class TorchBackend(Backend):
         j = torch.where(away, j + 2 * up.long() - 1, j)
         source = engine.results.codes if what == "code" else engine.results.values
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
-        return int(torch.isnan(x64).sum())
+        return torch.isnan(x64).sum() if what == "code" else 0
 
     def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
         cpu = x.to("cpu", torch.float64)
@@ -135,6 +173,25 @@ class TorchBackend(Backend):
         nans = backend_for(cpu.device).posit(engine, cpu, result, what)
         out.copy_(result)
         return nans
+
+
+def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first: torch.Tensor, cut: torch.Tensor,
+            entries: torch.Tensor, fb_first: torch.Tensor, fb_span: torch.Tensor, thresholds: torch.Tensor,
+            tie: torch.Tensor, table: torch.Tensor, first_out: torch.Tensor) -> torch.Tensor:
+    """:func:`dtypelab.kernels.lut.lookup` on a tensor of bit patterns: the results (direct and cut forms), or
+    for the two-level form the interval indices, negative where a sub-bucket still straddles a threshold."""
+    key = ((bits >> low_bits) & ((1 << (total_bits - low_bits)) - 1)).long()
+    low = (bits & ((1 << low_bits) - 1)).long()
+    rest = (low != 0).long()
+    if form == lut.DIRECT:
+        return first_out[2 * key + rest]
+    if form == lut.CUT:
+        return first_out[3 * key + rest + (low >= cut.long()[key]).long()]
+    j = first.long()[2 * key + rest]
+    h = torch.where(j < 0, -1 - j, 0)
+    shift = h & 63
+    sub = (h >> 6) + 2 * (low >> shift) + ((low & ((1 << shift) - 1)) != 0).long()
+    return torch.where(j < 0, entries.long()[torch.where(j < 0, sub, 0)], j)
 
 
 def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:

@@ -70,8 +70,8 @@ class Engine:
         return out
 
     def encode(self, x: torch.Tensor, out: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
-        """Codes of ``x`` and the number of NaN inputs seen."""
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """Codes of ``x`` and the number of NaN inputs seen (an int, or a 0-d tensor on ``x``'s device)."""
         check_input(x)
         out = prepare_out(x, out, self.code_dtype)
         return out, self._apply(backend_for(x.device), x.detach(), out, "code", generator)
@@ -82,7 +82,7 @@ class Engine:
         return None
 
     def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
-               generator: torch.Generator | None) -> int:
+               generator: torch.Generator | None) -> int | torch.Tensor:
         raise NotImplementedError
 
 
@@ -123,7 +123,7 @@ class TableEngine(Engine):
                 o.first)
 
     def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
-               generator: torch.Generator | None) -> int:
+               generator: torch.Generator | None) -> int | torch.Tensor:
         return backend.table(self, x, out, what)
 
     def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
@@ -138,7 +138,7 @@ class PositEngine(Engine):
         self.bits, self.es = n, es
 
     def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
-               generator: torch.Generator | None) -> int:
+               generator: torch.Generator | None) -> int | torch.Tensor:
         return backend.posit(self, x, out, what)
 
 
@@ -164,5 +164,5 @@ class StochasticEngine(Engine):
         return self.index.lookup_arrays(dtype, intervals, "index")
 
     def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
-               generator: torch.Generator | None) -> int:
+               generator: torch.Generator | None) -> int | torch.Tensor:
         return backend.stochastic(self, x, out, what, draw_seed(generator))
