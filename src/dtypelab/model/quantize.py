@@ -8,7 +8,12 @@
 * **activations** (the inputs of those layers) get a forward pre-hook computing ``fake_quantize(x, scheme,
   scales)`` with static scales calibrated once, or dynamic ones recomputed from every input
   (``activation_scales: dynamic`` — PositTune's per-forward histogram);
-* ``bias: int32`` rounds a bias to the accumulator grid ``s_x * s_w`` (the integer-only path's INT32 bias).
+* ``bias: int32`` rounds a bias to the accumulator grid ``s_x * s_w`` (the integer-only path's INT32 bias);
+* weights with a method that rounds once (``weights: {scheme: ..., method: gptq}``,
+  :mod:`dtypelab.model.methods`) are rounded at quantization from the layer's calibration inputs (gathered in
+  the same pass as the activations') and get a :class:`RoundedWeight` parametrization returning that result
+  while the weight is unchanged (round to nearest under the same fixed scales once it changes, e.g. in
+  training). Their report figures are those of the rounded weight against the original.
 
 Calibration runs the batches through the model *before anything is changed* (observer hooks only, eval mode,
 no grad), so a batch of the wrong shape is an error that leaves the model as it was; so is any failure
@@ -53,7 +58,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dtypelab.model.config import LayerPlan, QuantConfig, resolve
+from dtypelab.model.gptq import element_scales
 from dtypelab.model.layers import kind_of, raw_weight
+from dtypelab.model.methods import weight_method
 from dtypelab.model.report import LayerReport, QuantReport
 from dtypelab.model.stats import TensorStats, size_only, tensor_stats
 from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
@@ -114,6 +121,38 @@ def _same_bits(w: torch.Tensor, copy: torch.Tensor) -> bool:
     if w.device.type == "cpu":  # numpy's compare is many times faster than torch.equal on the CPU
         return bool(np.array_equal(a.numpy(), b.numpy()))
     return torch.equal(a, b)
+
+
+class RoundedWeight(nn.Module):
+    """Parametrization returning a weight rounded once (by GPTQ, say) while the weight holds the bits it was
+    rounded from; once it changes (training), ``fake_quantize(W, scheme, scales)`` with the scales fixed from
+    the original weight. Straight-through gradient. Holds no buffers: the state_dict is that of round to nearest.
+
+    Example:
+        >>> import torch
+        >>> from dtypelab.schemes import Scheme
+        >>> w = torch.tensor([0.3, -7.0])
+        >>> p = RoundedWeight(Scheme.parse("int4/tensor/absmax"), w, torch.tensor([1.0, -7.0]), torch.ones(1))
+        >>> p(w).tolist(), p(torch.tensor([0.6, 2.0])).tolist()
+        ([1.0, -7.0], [1.0, 2.0])
+    """
+
+    def __init__(self, scheme: Scheme, source: torch.Tensor, rounded: torch.Tensor, scales: torch.Tensor) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.source = source.detach().clone()
+        self.rounded = rounded.detach()
+        self.scales = scales.detach()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if _same_bits(w, self.source.to(w.device)):
+            out = self.rounded.to(w.device)
+        else:
+            out = fake_quantize(w.detach(), self.scheme, self.scales.to(w.device))
+        return w + (out - w).detach() if torch.is_grad_enabled() and w.requires_grad else out
+
+    def extra_repr(self) -> str:
+        return f"{self.scheme}, rounded once"
 
 
 class BiasOnAccumulatorGrid(nn.Module):
@@ -273,7 +312,7 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
 def _observe(plans: dict[str, LayerPlan], store: dict[str, list[torch.Tensor]]) -> list[Any]:
     handles = []
     for name, plan in plans.items():
-        if plan.activation is None:
+        if plan.activation is None and not weight_method(plan.weight_method).needs_inputs:
             continue
         arg_names = kind_of(plan.module).activation_args
 
@@ -339,15 +378,37 @@ def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tup
 # ---- building, reporting -----------------------------------------------------------------------------------------
 
 
+def _rounded_stats(w: torch.Tensor, part: RoundedWeight) -> TensorStats:
+    """Statistics of a weight rounded once: error and energy against the original, saturation (|w / s| past
+    the max) and flushing (nonzero w rounded to 0) of the original elements, binades of the stored values."""
+    st = tensor_stats(part.rounded, part.scheme, part.scales, keep_dequantized=True)
+    _, each = element_scales(w.detach(), part.scheme)
+    orig = w.detach().to(each.dtype)
+    err = (part.rounded.to(each.dtype) - orig).reshape(-1)
+    st.sse = float(torch.dot(err, err))
+    st.energy = float(torch.dot(orig.reshape(-1), orig.reshape(-1)))
+    st.n_saturated = int(((orig / each).abs() > part.scheme.element_range.max).sum())
+    st.n_flushed = int(((part.rounded == 0) & (w != 0)).sum())
+    return st
+
+
 def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]],
            stats: bool) -> tuple[QuantState, dict[str, TensorStats]]:
     state = QuantState(cfg, plans)
     act_stats: dict[str, TensorStats] = {}
     for name, plan in plans.items():
         kind = kind_of(plan.module)
+        method = weight_method(plan.weight_method)
         if plan.weight is not None:
             for owner, attr in kind.weights(plan.module):
-                state.weights.append(_WeightPart(owner, attr, WeightFakeQuant(plan.weight)))
+                if method.needs_inputs:
+                    w = raw_weight(owner, attr)
+                    scales, _ = element_scales(w.detach(), plan.weight)
+                    rounded = method.round(w.detach(), plan.weight, observed.get(name, []))
+                    part = RoundedWeight(plan.weight, w, rounded, scales)
+                else:
+                    part = WeightFakeQuant(plan.weight)
+                state.weights.append(_WeightPart(owner, attr, part))
         if plan.activation is None:
             continue
         xs = observed.get(name, [])
@@ -374,7 +435,7 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
 
 
 def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], dequantized: dict[int, torch.Tensor],
-                  stats: bool) -> tuple[LayerReport, float, float]:
+                  stats: bool, rounded: dict[int, RoundedWeight]) -> tuple[LayerReport, float, float]:
     kind = kind_of(plan.module)
     params = {id(p): p for p in plan.module.parameters()}
     weight_ids = set()
@@ -384,7 +445,10 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
         w = raw_weight(owner, attr)
         weight_ids.add(id(w))
         if wst is not None:
-            if stats:
+            if stats and id(w) in rounded:
+                st = _rounded_stats(w, rounded[id(w)])
+                st.dequantized = None
+            elif stats:
                 st = tensor_stats(w, plan.weight, keep_dequantized=True)
                 dequantized[id(w)] = st.dequantized
                 st.dequantized = None
@@ -408,13 +472,15 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
 
 
 def _report(model: nn.Module, plans: dict[str, LayerPlan], act_stats: dict[str, TensorStats],
-            dequantized: dict[int, torch.Tensor], stats: bool) -> QuantReport:
+            dequantized: dict[int, torch.Tensor], stats: bool, state: QuantState) -> QuantReport:
     """The report; ``dequantized`` receives every quantized weight's fake-quantized value (by id of the weight)."""
     counted: set[int] = set()
     layers = {}
     fp32 = q = 0.0
+    rounded = {id(raw_weight(p.owner, p.attr)): p.parametrization for p in state.weights
+               if isinstance(p.parametrization, RoundedWeight)}
     for name, plan in plans.items():
-        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats)
+        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats, rounded)
         fp32 += b32
         q += bq
     rest = sum(32 * p.numel() for p in _all_parameters(model) if id(p) not in counted)
@@ -480,10 +546,11 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
     _check_model(model, stats, calibration)
     cfg = QuantConfig.coerce(config)
     plans = resolve(model, cfg)
-    static = [n for n, p in plans.items() if p.activation is not None and not p.dynamic]
+    static = [n for n, p in plans.items() if p.needs_inputs]
     if static and calibration is None:
-        raise ValueError(f"static activation scales need calibration batches (layers {static[:5]}"
-                         f"{' ...' if len(static) > 5 else ''}); pass calibration=, or set activation_scales: dynamic")
+        raise ValueError(f"static activation scales and weight methods such as gptq need calibration batches "
+                         f"(layers {static[:5]}{' ...' if len(static) > 5 else ''}); pass calibration=, or set "
+                         "activation_scales: dynamic and weights method: rtn")
     previous = quant_state(model)
     if previous is not None:
         previous.detach(model)
@@ -493,12 +560,13 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
         missed = [n for n in static if n not in observed]
         if missed:
             raise ValueError(f"calibration never ran layer(s) {missed[:5]}{' ...' if len(missed) > 5 else ''}, "
-                             "which need static activation scales: check the calibration data and forward=, or "
-                             "set activation_scales: dynamic for them")
+                             "which need static activation scales or calibrated weight rounding: check the "
+                             "calibration data and forward=, or set activation_scales: dynamic (and weights "
+                             "method: rtn) for them")
         state, act_stats = _build(cfg, plans, observed, stats)
         del observed
         dequantized: dict[int, torch.Tensor] = {}
-        state.report = _report(model, plans, act_stats, dequantized, stats)
+        state.report = _report(model, plans, act_stats, dequantized, stats, state)
         state.attach(model)
         for part in state.weights:  # the report computed every quantized weight: cache it for inference
             w = raw_weight(part.owner, part.attr)
@@ -536,4 +604,4 @@ def restore(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["quantize_model", "restore", "quant_state", "QuantState", "WeightFakeQuant", "ActivationQuantizer",
-           "BiasOnAccumulatorGrid", "default_forward"]
+           "BiasOnAccumulatorGrid", "RoundedWeight", "default_forward"]
