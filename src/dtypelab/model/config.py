@@ -21,6 +21,10 @@ is read into ``weights`` (the scheme) and ``weight_method``, which may also be g
 rule's mapping without ``scheme`` changes only the method. ``to_dict`` writes ``weight_method`` only where it
 is not ``rtn``, so existing configs read and write as before.
 
+``equalize: smoothquant[:ALPHA] | awq`` (a layer option, default null; Linear layers) divides the layer's input
+channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
+is written by ``to_dict`` only where set.
+
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
 ``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
@@ -51,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from dtypelab._io import atomic_write
+from dtypelab.model.equalize import equalizer
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.model.methods import weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
@@ -98,6 +103,10 @@ def _method_name(v: Any) -> str | None:
     return None if v is None else weight_method(v).name
 
 
+def _equalize_spec(v: Any) -> str | None:
+    return None if v is None else str(equalizer(v))
+
+
 class LayerRule(BaseModel):
     """An override for the layers a pattern matches; only the fields given override."""
 
@@ -109,6 +118,7 @@ class LayerRule(BaseModel):
     activation_scales: ActivationScales | None = None
     bias: Bias | None = None
     weight_method: str | None = None
+    equalize: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +135,11 @@ class LayerRule(BaseModel):
     def _method(cls, v: Any) -> str | None:
         return _method_name(v)
 
+    @field_validator("equalize", mode="before")
+    @classmethod
+    def _equalize(cls, v: Any) -> str | None:
+        return _equalize_spec(v)
+
     @field_validator("match")
     @classmethod
     def _check_match(cls, v: str) -> str:
@@ -140,7 +155,7 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method") if k in self.model_fields_set}
+                                              "weight_method", "equalize") if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -154,6 +169,7 @@ class QuantConfig(BaseModel):
     bias: Bias = "float"
     layers: list[LayerRule] = []
     weight_method: str = "rtn"
+    equalize: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +185,11 @@ class QuantConfig(BaseModel):
     @classmethod
     def _method(cls, v: Any) -> str:
         return weight_method(v).name
+
+    @field_validator("equalize", mode="before")
+    @classmethod
+    def _equalize(cls, v: Any) -> str | None:
+        return _equalize_spec(v)
 
     # ---- construction and round trips ------------------------------------------------------------------------
 
@@ -212,6 +233,8 @@ class QuantConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"layers"})
         if d["weight_method"] == "rtn":
             del d["weight_method"]
+        if d["equalize"] is None:
+            del d["equalize"]
         d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
         return d
 
@@ -245,6 +268,7 @@ class LayerPlan:
         bias: ``"float"`` or ``"int32"`` (bias rounded to the accumulator grid ``s_x * s_w``).
         weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
             (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
+        equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
     """
 
     name: str
@@ -254,12 +278,14 @@ class LayerPlan:
     dynamic: bool = False
     bias: str = "float"
     weight_method: str = "rtn"
+    equalize: str | None = None
 
     @property
     def needs_inputs(self) -> bool:
-        """Whether quantizing it needs the layer's calibration inputs (static activation scales, or a weight
-        method that rounds once)."""
-        return (self.activation is not None and not self.dynamic) or weight_method(self.weight_method).needs_inputs
+        """Whether quantizing it needs the layer's calibration inputs (static activation scales, a weight
+        method that rounds once, or equalization)."""
+        return (self.activation is not None and not self.dynamic) or weight_method(self.weight_method).needs_inputs \
+            or self.equalize is not None
 
     @property
     def kind(self) -> str:
@@ -336,7 +362,7 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
-                    "weight_method": cfg.weight_method} for n in layers}
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize} for n in layers}
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
@@ -345,7 +371,7 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             settings[n].update(rule.overrides())
 
     plans: dict[str, LayerPlan] = {}
-    tied: dict[int, tuple[str, Scheme | None, str]] = {}
+    tied: dict[int, tuple[str, Scheme | None, bool]] = {}
     for name, module in layers.items():
         s = settings[name]
         kind = kind_of(module)
@@ -357,6 +383,13 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         if method.kinds and kind.name not in method.kinds:
             raise ValueError(f"{label}: weight method {method.name} supports {', '.join(method.kinds)} layers only; "
                              f"use method: rtn here (a layer rule can set it)")
+        if s["equalize"] is not None and s["bias"] == "int32":
+            raise ValueError(f"{label}: bias: int32 puts the bias on the grid of the weight's scales, which "
+                             "equalize changes: use one or the other")
+        if s["equalize"] is not None and kind.name != "Linear":
+            raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear layer's input channels; "
+                             f"a {kind.name} layer cannot have it (set equalize: null for it in a layer rule)")
+        rounds_once = method.needs_inputs or s["equalize"] is not None
         if activation is not None and not dynamic:
             if not activation.static:
                 raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
@@ -375,12 +408,12 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             if key in tied and tied[key][1] != weight:
                 raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s, but the schemes differ "
                                  f"({weight} vs {tied[key][1]}); tied weights are stored once: give them one scheme")
-            if key in tied and method.needs_inputs or tied.get(key, (None, None, "rtn"))[2] != "rtn":
-                raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s; weight method "
-                                 f"{method.name if method.needs_inputs else tied[key][2]} rounds a weight for one "
-                                 "layer's inputs: use method: rtn on tied weights")
-            tied.setdefault(key, (name, weight, method.name))
-        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name)
+            if key in tied and (rounds_once or tied[key][2]):
+                raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s; a weight method that "
+                                 "rounds once (gptq) or equalize fits a weight to one layer's inputs: use method: "
+                                 "rtn and no equalize on tied weights")
+            tied.setdefault(key, (name, weight, rounds_once))
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"])
     return plans
 
 

@@ -14,6 +14,10 @@
   the same pass as the activations') and get a :class:`RoundedWeight` parametrization returning that result
   while the weight is unchanged (round to nearest under the same fixed scales once it changes, e.g. in
   training). Their report figures are those of the rounded weight against the original.
+* ``equalize: smoothquant:ALPHA | awq`` (:mod:`dtypelab.model.equalize`): per input channel scales ``s`` from
+  the calibration inputs; a forward pre-hook divides the layer's input by ``s`` (before its activation
+  quantizer, whose static scales are calibrated on ``x / s``) and an :class:`Equalized` parametrization
+  multiplies the weight's columns by ``s`` before its rounding, so the FP32 function is unchanged.
 
 Calibration runs the batches through the model *before anything is changed* (observer hooks only, eval mode,
 no grad), so a batch of the wrong shape is an error that leaves the model as it was; so is any failure
@@ -58,6 +62,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dtypelab.model.config import LayerPlan, QuantConfig, resolve
+from dtypelab.model.equalize import equalizer
 from dtypelab.model.gptq import element_scales
 from dtypelab.model.layers import kind_of, raw_weight
 from dtypelab.model.methods import weight_method
@@ -155,6 +160,36 @@ class RoundedWeight(nn.Module):
         return f"{self.scheme}, rounded once"
 
 
+class Equalized(nn.Module):
+    """Parametrization ``W -> inner(W · diag(s))``: the weight's columns (input channels) times ``s``, then
+    the layer's own weight parametrization ``inner`` (None: FP32). Without grad the result is cached until the
+    weight's bits change.
+
+    Example:
+        >>> import torch
+        >>> Equalized(torch.tensor([2.0, 0.5]), None)(torch.tensor([[1.0, 1.0]])).tolist()
+        [[2.0, 0.5]]
+    """
+
+    def __init__(self, scales: torch.Tensor, inner: nn.Module | None) -> None:
+        super().__init__()
+        self.scales = scales.detach()
+        self.inner = inner
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (copy of w, output)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        grad = torch.is_grad_enabled() and w.requires_grad
+        if not grad and self._cache is not None and _same_bits(w, self._cache[0]):
+            return self._cache[1]
+        ws = w * self.scales.to(w.device, w.dtype)
+        out = ws if self.inner is None else self.inner(ws)
+        self._cache = None if grad else (w.detach().clone(), out)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.scales.numel()} input channel scales"
+
+
 class BiasOnAccumulatorGrid(nn.Module):
     """Parametrization rounding a bias to the accumulator grid ``s_x * s_w`` (INT32, ties to even), with a
     straight-through gradient. ``s_w`` comes from the layer's current weight (per output channel or one)."""
@@ -178,7 +213,50 @@ class BiasOnAccumulatorGrid(nn.Module):
         return b + (q - b).detach() if b.requires_grad else q
 
 
-class ActivationQuantizer:
+class InputHook:
+    """Base of the forward pre-hooks (``with_kwargs=True``) that transform a layer's floating-point activation
+    inputs (:meth:`transform`); inputs that are one object stay one object."""
+
+    arg_names: tuple[str, ...]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        args, kwargs = list(args), dict(kwargs)
+        done: dict[int, Any] = {}
+
+        def once(x: Any) -> Any:
+            if id(x) not in done:
+                done[id(x)] = self.transform(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+            return done[id(x)]
+
+        for i, name in enumerate(self.arg_names):
+            if i < len(args):
+                args[i] = once(args[i])
+            elif name in kwargs:
+                kwargs[name] = once(kwargs[name])
+        return tuple(args), kwargs
+
+
+class InputScale(InputHook):
+    """Forward pre-hook dividing a layer's activation inputs by per-channel scales (along the last axis).
+
+    Example:
+        >>> import torch
+        >>> InputScale(torch.tensor([2.0, 4.0]), ("input",))(None, (torch.tensor([[1.0, 1.0]]),), {})[0][0].tolist()
+        [[0.5, 0.25]]
+    """
+
+    def __init__(self, scales: torch.Tensor, arg_names: tuple[str, ...]) -> None:
+        self.scales = scales.detach()
+        self.arg_names = arg_names
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.scales.to(x.device, x.dtype)
+
+
+class ActivationQuantizer(InputHook):
     """Forward pre-hook (``with_kwargs=True``) fake-quantizing a layer's activation inputs.
 
     ``scales`` None means dynamic (recomputed from every input); otherwise the calibrated static scales
@@ -206,21 +284,8 @@ class ActivationQuantizer:
                 scales = self._on_device[x.device] = self.scales.to(x.device)
         return fake_quantize(x, self.scheme, scales)
 
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        args, kwargs = list(args), dict(kwargs)
-        done: dict[int, Any] = {}
-
-        def once(x: Any) -> Any:
-            if id(x) not in done:
-                done[id(x)] = self.quantize(x)
-            return done[id(x)]
-
-        for i, name in enumerate(self.arg_names):
-            if i < len(args):
-                args[i] = once(args[i])
-            elif name in kwargs:
-                kwargs[name] = once(kwargs[name])
-        return tuple(args), kwargs
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantize(x)
 
 
 @dataclass
@@ -238,6 +303,7 @@ class QuantState:
     plans: dict[str, LayerPlan]
     weights: list[_WeightPart] = field(default_factory=list)
     activations: dict[str, ActivationQuantizer] = field(default_factory=dict)
+    input_scales: dict[str, InputScale] = field(default_factory=dict)  # run before the activation quantizers
     report: QuantReport | None = None
     _handles: list[Any] = field(default_factory=list)
     _attached: list[_WeightPart] = field(default_factory=list)
@@ -250,6 +316,8 @@ class QuantState:
                 self._param_order.setdefault(id(part.owner), (part.owner, list(part.owner._parameters)))
                 parametrize.register_parametrization(part.owner, part.attr, part.parametrization, unsafe=True)
                 self._attached.append(part)
+            for name, h in self.input_scales.items():
+                self._handles.append(self.plans[name].module.register_forward_pre_hook(h, with_kwargs=True))
             for name, q in self.activations.items():
                 self._handles.append(self.plans[name].module.register_forward_pre_hook(q, with_kwargs=True))
             model.__dict__[STATE_ATTR] = self
@@ -312,7 +380,7 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
 def _observe(plans: dict[str, LayerPlan], store: dict[str, list[torch.Tensor]]) -> list[Any]:
     handles = []
     for name, plan in plans.items():
-        if plan.activation is None and not weight_method(plan.weight_method).needs_inputs:
+        if plan.activation is None and not plan.needs_inputs:
             continue
         arg_names = kind_of(plan.module).activation_args
 
@@ -399,19 +467,28 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
     for name, plan in plans.items():
         kind = kind_of(plan.module)
         method = weight_method(plan.weight_method)
-        if plan.weight is not None:
-            for owner, attr in kind.weights(plan.module):
-                if method.needs_inputs:
-                    w = raw_weight(owner, attr)
-                    scales, _ = element_scales(w.detach(), plan.weight)
-                    rounded = method.round(w.detach(), plan.weight, observed.get(name, []))
-                    part = RoundedWeight(plan.weight, w, rounded, scales)
-                else:
-                    part = WeightFakeQuant(plan.weight)
+        xs = observed.get(name, [])
+        eq = None
+        if plan.equalize is not None:  # (Linear only: one weight, input channels on the last axis)
+            eq = equalizer(plan.equalize).scales(raw_weight(plan.module, "weight").detach(), xs, plan.weight)
+            xs = [x / eq.to(x.device, x.dtype) for x in xs]
+            state.input_scales[name] = InputScale(eq, kind.activation_args)
+        for owner, attr in kind.weights(plan.module):
+            target = raw_weight(owner, attr).detach()
+            if eq is not None:
+                target = target * eq.to(target.device, target.dtype)
+            part: nn.Module | None = None
+            if plan.weight is not None and method.needs_inputs:
+                scales, _ = element_scales(target, plan.weight)
+                part = RoundedWeight(plan.weight, target, method.round(target, plan.weight, xs), scales)
+            elif plan.weight is not None:
+                part = WeightFakeQuant(plan.weight)
+            if eq is not None:
+                part = Equalized(eq, part)
+            if part is not None:
                 state.weights.append(_WeightPart(owner, attr, part))
         if plan.activation is None:
             continue
-        xs = observed.get(name, [])
         if plan.dynamic:
             q = ActivationQuantizer(plan.activation, kind.activation_args)
             if xs and stats:
@@ -435,7 +512,8 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
 
 
 def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], dequantized: dict[int, torch.Tensor],
-                  stats: bool, rounded: dict[int, RoundedWeight]) -> tuple[LayerReport, float, float]:
+                  stats: bool, measured: dict[int, tuple[torch.Tensor, RoundedWeight | None]]
+                  ) -> tuple[LayerReport, float, float]:
     kind = kind_of(plan.module)
     params = {id(p): p for p in plan.module.parameters()}
     weight_ids = set()
@@ -445,11 +523,12 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
         w = raw_weight(owner, attr)
         weight_ids.add(id(w))
         if wst is not None:
-            if stats and id(w) in rounded:
-                st = _rounded_stats(w, rounded[id(w)])
+            target, rounded = measured.get(id(w), (w, None))  # what is rounded: W, or W · diag(s) if equalized
+            if stats and rounded is not None:
+                st = _rounded_stats(target, rounded)
                 st.dequantized = None
             elif stats:
-                st = tensor_stats(w, plan.weight, keep_dequantized=True)
+                st = tensor_stats(target, plan.weight, keep_dequantized=True)
                 dequantized[id(w)] = st.dequantized
                 st.dequantized = None
             else:
@@ -477,10 +556,16 @@ def _report(model: nn.Module, plans: dict[str, LayerPlan], act_stats: dict[str, 
     counted: set[int] = set()
     layers = {}
     fp32 = q = 0.0
-    rounded = {id(raw_weight(p.owner, p.attr)): p.parametrization for p in state.weights
-               if isinstance(p.parametrization, RoundedWeight)}
+    measured: dict[int, tuple[torch.Tensor, RoundedWeight | None]] = {}
+    for part in state.weights:
+        w, p = raw_weight(part.owner, part.attr), part.parametrization
+        if isinstance(p, Equalized):
+            w, p = w.detach() * p.scales.to(w.device, w.dtype), p.inner
+            measured[id(raw_weight(part.owner, part.attr))] = (w, p if isinstance(p, RoundedWeight) else None)
+        elif isinstance(p, RoundedWeight):
+            measured[id(w)] = (w, p)
     for name, plan in plans.items():
-        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats, rounded)
+        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats, measured)
         fp32 += b32
         q += bq
     rest = sum(32 * p.numel() for p in _all_parameters(model) if id(p) not in counted)
@@ -604,4 +689,4 @@ def restore(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["quantize_model", "restore", "quant_state", "QuantState", "WeightFakeQuant", "ActivationQuantizer",
-           "BiasOnAccumulatorGrid", "RoundedWeight", "default_forward"]
+           "BiasOnAccumulatorGrid", "RoundedWeight", "Equalized", "InputScale", "default_forward"]
