@@ -3,11 +3,12 @@ lowers the output error below round to nearest, restores bit for bit, and a fail
 
 import pytest
 import torch
-from model_helpers import ConvNet, assert_same, snapshot
+from model_helpers import assert_same, snapshot
 
 import dtypelab as dl
 from dtypelab.model.config import QuantConfig, resolve
 from dtypelab.model.gptq import gptq, hessian
+from dtypelab.model.methods import INPUT_ROWS
 from dtypelab.model.quantize import RoundedWeight
 
 SCHEME = "int4/channel/absmax"
@@ -85,8 +86,8 @@ def test_gptq_needs_calibration_and_linear_layers_and_leaves_the_model_alone_on_
     with pytest.raises(ValueError, match="calibration batches"):
         dl.quantize_model(model, cfg)
     assert_same(model, snap)
-    with pytest.raises(ValueError, match="supports Linear layers only"):
-        dl.quantize_model(ConvNet(), cfg, calibration=[torch.randn(2, 1, 8, 8)])
+    with pytest.raises(ValueError, match="supports Linear, Conv1d, Conv2d layers only"):
+        dl.quantize_model(torch.nn.Sequential(torch.nn.Embedding(5, 4)), cfg, calibration=[torch.tensor([[1, 2]])])
     dl.quantize_model(model, {"weights": "int8/channel/absmax"})
     quantized = snapshot(model)
     bad = [batches[0].clone()]
@@ -117,3 +118,40 @@ def test_rounded_weight_trains_straight_through_and_rounds_to_nearest_once_chang
         assert not torch.equal(model[0].weight, frozen)
         w.sub_(0.01)
     dl.restore(model)
+
+
+@pytest.mark.parametrize("conv", [
+    torch.nn.Conv2d(6, 8, 3, padding=1, stride=2), torch.nn.Conv2d(6, 8, (3, 2), dilation=(2, 1)),
+    torch.nn.Conv1d(6, 8, 5, padding=2, stride=1)])
+def test_gptq_on_convolutions_uses_their_patches_and_beats_round_to_nearest(conv):
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.2)
+    shape = (16, 6, 12, 12) if isinstance(conv, torch.nn.Conv2d) else (16, 6, 40)
+    base = torch.randn(shape, generator=g)
+    batches = [base[:8] + base[:8].roll(1, dims=-1), base[8:] + base[8:].roll(1, dims=-1)]  # correlated pixels
+    x = torch.cat(batches)
+    with torch.no_grad():
+        ref = conv(x)
+        # the patches are the rows the weight's matrix multiplies: the Hessian's columns are the weight's columns
+        rows = INPUT_ROWS[type(conv).__name__](conv, x)
+        y = (rows @ conv.weight.reshape(8, -1).T).reshape(16, -1, 8).transpose(1, 2).reshape(ref.shape)
+        assert torch.allclose(y + conv.bias.reshape(1, -1, *[1] * (ref.dim() - 2)), ref, atol=1e-5)
+    out = {}
+    for method in ("rtn", "gptq"):
+        dl.quantize_model(conv, {"weights": {"scheme": "e2m1/channel/absmax", "method": method}},
+                          calibration=batches)
+        with torch.no_grad():
+            out[method] = float((conv(x) - ref).square().sum())
+        dl.restore(conv)
+    assert out["gptq"] < 0.9 * out["rtn"]
+    with torch.no_grad():
+        assert torch.equal(conv(x), ref)
+
+
+def test_gptq_refuses_grouped_convolutions():
+    conv = torch.nn.Conv2d(4, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="groups=1"):
+        dl.quantize_model(conv, {"weights": {"scheme": SCHEME, "method": "gptq"}},
+                          calibration=[torch.randn(2, 4, 6, 6)])
+    assert not hasattr(conv, "parametrizations")

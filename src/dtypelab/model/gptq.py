@@ -84,13 +84,15 @@ def _round(w: torch.Tensor, s: torch.Tensor, scheme: Scheme) -> torch.Tensor:
 
 def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLOCK,
          damp: float = DAMP) -> torch.Tensor:
-    """``weight`` ``[rows, columns]`` rounded by GPTQ under ``scheme`` for the Hessian ``h`` ``[columns,
-    columns]``: every element on the scheme's grid with the scales of the original weight (see the module
-    docstring); same shape and dtype. The weight itself is not changed.
+    """``weight`` rounded by GPTQ under ``scheme`` for the Hessian ``h`` ``[columns, columns]``: every element
+    on the scheme's grid with the scales of the original weight (see the module docstring); same shape and
+    dtype. The weight itself is not changed. A weight of more than two dimensions (a convolution's
+    ``[out, in, *kernel]``) is its matrix ``[out, in · kernel]`` (columns in ``unfold``'s order); its scales
+    are computed in its own shape.
 
     Raises:
-        ValueError: a weight that is not 2-D, a Hessian of the wrong shape or not finite, a bad ``block`` or
-            ``damp``, or a Hessian that is not positive definite even after damping.
+        ValueError: a weight of fewer than 2 dimensions, a Hessian of the wrong shape or not finite, a bad
+            ``block`` or ``damp``, or a Hessian that is not positive definite even after damping.
 
     Example:
         >>> import torch
@@ -98,9 +100,10 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
         >>> gptq(w, Scheme.parse("int2/tensor/none"), torch.tensor([[1.0, 1.0], [1.0, 1.0]])).tolist()
         [[0.0, 1.0]]
     """
-    if weight.dim() != 2:
-        raise ValueError(f"GPTQ rounds a 2-D weight [rows, columns], got shape {tuple(weight.shape)}")
-    cols = weight.shape[1]
+    if weight.dim() < 2:
+        raise ValueError(f"GPTQ rounds a weight of at least 2 dimensions [rows, columns, ...], got shape "
+                         f"{tuple(weight.shape)}")
+    cols = weight[0].numel()
     if tuple(h.shape) != (cols, cols):
         raise ValueError(f"the Hessian must be [{cols}, {cols}] for a weight of shape {tuple(weight.shape)}, got "
                          f"{tuple(h.shape)}")
@@ -113,8 +116,9 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
         raise ValueError("the Hessian holds NaN or infinite values (non-finite calibration inputs?)")
     w0 = weight.detach()
     _, s_all = element_scales(w0, scheme)
+    s_all = s_all.reshape(w0.shape[0], cols)
     work = s_all.dtype
-    w = w0.to(work, copy=True)
+    w = w0.reshape(w0.shape[0], cols).to(work, copy=True)
     diag = torch.diagonal(h)
     diag[diag == 0] = 1.0  # inputs never nonzero: nothing to compensate with
     diag += damp * float(diag.mean())
@@ -136,7 +140,7 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
             w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
             err[:, i] = e
         w[:, i2:] -= err @ hinv[i1:i2, i2:]
-    return q.to(weight.dtype)
+    return q.to(weight.dtype).reshape(weight.shape)
 
 
 __all__ = ["gptq", "hessian", "element_scales", "BLOCK", "DAMP"]

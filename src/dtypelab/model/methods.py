@@ -3,14 +3,16 @@
 * ``rtn`` (the default) — round to nearest: the weight is fake-quantized from its current value on every use
   (scales from the current weight; the model still trains).
 * ``gptq`` — :mod:`dtypelab.model.gptq`: rounded once, at ``quantize_model``, with the Hessian of the layer's
-  calibration inputs; the scales are those of the original weight, then fixed. Linear layers.
+  calibration inputs; the scales are those of the original weight, then fixed. Linear, Conv1d and Conv2d
+  layers (a convolution's inputs are its ``unfold``-ed patches: :data:`INPUT_ROWS`; ``groups=1``, numeric
+  padding with zeros).
 
 A method that rounds once (``round`` not None) needs the layer's calibration inputs: ``quantize_model``
 gathers them in the same calibration pass as the activations', before anything is changed.
 
 Example:
     >>> sorted(WEIGHT_METHODS), weight_method("gptq").kinds
-    (['gptq', 'rtn'], ('Linear',))
+    (['gptq', 'rtn'], ('Linear', 'Conv1d', 'Conv2d'))
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from dtypelab.model.gptq import gptq, hessian
+from dtypelab.model.layers import kind_of
 from dtypelab.schemes import Scheme
 
-Rounder = Callable[[torch.Tensor, Scheme, list[torch.Tensor]], torch.Tensor]
+Rounder = Callable[[nn.Module, torch.Tensor, Scheme, list[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,9 @@ class WeightMethod:
 
     Attributes:
         name: its config name.
-        round: ``(weight, scheme, inputs) -> rounded weight`` (same shape and dtype, on the scheme's grid
-            under the original weight's scales), run once with the layer's calibration inputs; None rounds
-            to nearest on every use.
+        round: ``(module, weight, scheme, inputs) -> rounded weight`` (same shape and dtype, on the scheme's
+            grid under the original weight's scales), run once with the layer's calibration inputs; None
+            rounds to nearest on every use.
         kinds: the layer kinds it supports (empty: every kind).
     """
 
@@ -72,11 +76,37 @@ def weight_method(name: str) -> WeightMethod:
     return found
 
 
-def _gptq(weight: torch.Tensor, scheme: Scheme, inputs: list[torch.Tensor]) -> torch.Tensor:
-    return gptq(weight, scheme, hessian(inputs).to(weight.device))
+def _linear_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def _conv_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Conv1d/Conv2d input's patches as rows ``[N · positions, in · kernel]`` (the weight's column order)."""
+    if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
+        raise ValueError(f"GPTQ on a {type(module).__name__} needs groups=1 and numeric zero padding, got "
+                         f"groups={module.groups}, padding={module.padding!r}, padding_mode={module.padding_mode!r}")
+    one_d = x.dim() in (2, 3) and len(module.kernel_size) == 1
+    if one_d:  # Conv1d as a Conv2d of height 1 (an unbatched input gets a batch axis)
+        x = (x if x.dim() == 3 else x[None])[:, :, None, :]
+        pair = {k: (1, *getattr(module, k)) if k != "padding" else (0, *module.padding)
+                for k in ("kernel_size", "dilation", "padding", "stride")}
+    else:
+        x = x if x.dim() == 4 else x[None]
+        pair = {k: getattr(module, k) for k in ("kernel_size", "dilation", "padding", "stride")}
+    cols = torch.nn.functional.unfold(x, **pair)  # [N, in · kernel, positions]
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+INPUT_ROWS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    "Linear": _linear_rows, "Conv1d": _conv_rows, "Conv2d": _conv_rows}
+
+
+def _gptq(module: nn.Module, weight: torch.Tensor, scheme: Scheme, inputs: list[torch.Tensor]) -> torch.Tensor:
+    rows = INPUT_ROWS[kind_of(module).name]
+    return gptq(weight, scheme, hessian(rows(module, x) for x in inputs).to(weight.device))
 
 
 register_weight_method(WeightMethod("rtn"))
-register_weight_method(WeightMethod("gptq", _gptq, kinds=("Linear",)))
+register_weight_method(WeightMethod("gptq", _gptq, kinds=tuple(INPUT_ROWS)))
 
-__all__ = ["WeightMethod", "WEIGHT_METHODS", "register_weight_method", "weight_method"]
+__all__ = ["WeightMethod", "WEIGHT_METHODS", "register_weight_method", "weight_method", "INPUT_ROWS"]

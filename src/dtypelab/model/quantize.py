@@ -480,7 +480,7 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
             part: nn.Module | None = None
             if plan.weight is not None and method.needs_inputs:
                 scales, _ = element_scales(target, plan.weight)
-                part = RoundedWeight(plan.weight, target, method.round(target, plan.weight, xs), scales)
+                part = RoundedWeight(plan.weight, target, method.round(plan.module, target, plan.weight, xs), scales)
             elif plan.weight is not None:
                 part = WeightFakeQuant(plan.weight)
             if eq is not None:
