@@ -3,7 +3,7 @@ lowers the output error below round to nearest, restores bit for bit, and a fail
 
 import pytest
 import torch
-from model_helpers import assert_same, snapshot
+from model_helpers import SeqModel, assert_same, snapshot
 
 import dtypelab as dl
 from dtypelab.model.config import QuantConfig, resolve
@@ -155,3 +155,11 @@ def test_gptq_refuses_grouped_convolutions():
         dl.quantize_model(conv, {"weights": {"scheme": SCHEME, "method": "gptq"}},
                           calibration=[torch.randn(2, 4, 6, 6)])
     assert not hasattr(conv, "parametrizations")
+
+
+def test_tied_weights_refuse_methods_that_fit_one_layer():
+    model = SeqModel()
+    for rule in ({"weights": {"scheme": SCHEME, "method": "gptq"}}, {"equalize": "smoothquant"}):
+        with pytest.raises(ValueError, match="tied"):
+            resolve(model, {"weights": SCHEME, "layers": [{"match": "head", **rule}]})
+    assert resolve(model, {"weights": SCHEME, "layers": [{"match": "head", "weights": {"method": "rtn"}}]})

@@ -449,7 +449,7 @@ def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tup
 def _rounded_stats(w: torch.Tensor, part: RoundedWeight) -> TensorStats:
     """Statistics of a weight rounded once: error and energy against the original, saturation (|w / s| past
     the max) and flushing (nonzero w rounded to 0) of the original elements, binades of the stored values."""
-    st = tensor_stats(part.rounded, part.scheme, part.scales, keep_dequantized=True)
+    st = tensor_stats(part.rounded, part.scheme, part.scales)
     _, each = element_scales(w.detach(), part.scheme)
     orig = w.detach().to(each.dtype)
     err = (part.rounded.to(each.dtype) - orig).reshape(-1)
@@ -526,7 +526,6 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
             target, rounded = measured.get(id(w), (w, None))  # what is rounded: W, or W · diag(s) if equalized
             if stats and rounded is not None:
                 st = _rounded_stats(target, rounded)
-                st.dequantized = None
             elif stats:
                 st = tensor_stats(target, plan.weight, keep_dequantized=True)
                 dequantized[id(w)] = st.dequantized
