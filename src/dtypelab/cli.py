@@ -316,6 +316,34 @@ def cost(
     typer.echo("\n".join(lines))
 
 
+@app.command()
+def sensitivity(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="A registered workload.")] = None,
+    scheme: Annotated[str, typer.Option(help="The weight scheme each layer is quantized with, alone.")] = "int4",
+    activations: Annotated[str | None, typer.Option(help="Also quantize that layer's inputs with this scheme.")]
+    = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate on this many test items (a quick look).")] = None,
+    batches: Annotated[int, typer.Option(help="Calibration batches (activation scales, output KL, Fisher).")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sensitivity-WORKLOAD).")] = None,
+    model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
+    lm_model: LMModel = None, text: LMText = None, calib_text: LMCalibText = None, max_length: LMMaxLength = None,
+    stride: LMStride = None,
+) -> None:
+    """Per-layer sensitivity: metric drop, output KL and a Fisher estimate with only that layer quantized."""
+    from dtypelab.experiments.sensitivity import sensitivity as measure
+    from dtypelab.experiments.sensitivity import write
+
+    with _one_line_errors():
+        wl = _workloads([workload] if workload else None, model, evaluate, calib,
+                        _lm(lm_model, text, calib_text, max_length, stride))[0]
+        if batches < 1:
+            raise ValueError(f"--batches must be at least 1, got {batches}")
+        result = measure(wl, scheme, activations, limit=limit, batches=batches)
+        paths = write(result, out or Path("runs") / f"sensitivity-{wl.name}")
+    typer.echo(result.table())
+    typer.echo("\nwrote " + ", ".join(str(p) for p in paths))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -3,6 +3,7 @@
 A config is a dict, a YAML/JSON/TOML file, or a :class:`QuantConfig`, validated by pydantic::
 
     weights: posit(6,1)/channel/log2-hist     # default for every quantizable layer (null: keep FP32)
+                                              # or {scheme: int4/channel/absmax, method: gptq}
     activations: posit(8,1)                   # the inputs of those layers
     activation_scales: static                 # static (calibrated) | dynamic (recomputed every forward)
     bias: float                               # float | int32 (on the accumulator grid s_x * s_w)
@@ -11,6 +12,18 @@ A config is a dict, a YAML/JSON/TOML file, or a :class:`QuantConfig`, validated 
         activations: null
       - match: Embedding
         weights: int8/channel/absmax
+      - match: "decoder.*"
+        weights: {scheme: "posit(4,1)/channel/absmax", method: gptq}
+
+``weights`` is a scheme, or a mapping ``{scheme: SCHEME, method: METHOD}`` with a weight rounding method of
+:data:`dtypelab.model.methods.WEIGHT_METHODS` (``rtn``, the default: round to nearest; ``gptq``). The mapping
+is read into ``weights`` (the scheme) and ``weight_method``, which may also be given as a key of its own; a
+rule's mapping without ``scheme`` changes only the method. ``to_dict`` writes ``weight_method`` only where it
+is not ``rtn``, so existing configs read and write as before.
+
+``equalize: smoothquant[:ALPHA] | awq`` (a layer option, default null; Linear layers) divides the layer's input
+channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
+is written by ``to_dict`` only where set.
 
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
@@ -38,11 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from dtypelab._io import atomic_write
+from dtypelab.model.equalize import equalizer
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
+from dtypelab.model.methods import weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 FP32_WORDS = ("fp32", "float32", "none", "null", "float")
@@ -65,6 +80,33 @@ def _scheme_spec(value: Any) -> str | None:
                          f"'posit(6,1)/channel/log2-hist', or null to keep FP32") from None
 
 
+def _weights_mapping(data: Any) -> Any:
+    """Split ``weights: {scheme: ..., method: ...}`` into ``weights`` and ``weight_method``."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("weights"), Mapping):
+        return data
+    data = dict(data)
+    spec = dict(data.pop("weights"))
+    unknown = sorted(set(spec) - {"scheme", "method"})
+    if unknown:
+        raise ValueError(f"weights mapping: unknown key(s) {unknown}; valid: scheme, method")
+    if "scheme" in spec:
+        data["weights"] = spec["scheme"]
+    if "method" in spec:
+        if "weight_method" in data and data["weight_method"] != spec["method"]:
+            raise ValueError(f"weights.method {spec['method']!r} and weight_method {data['weight_method']!r} "
+                             "disagree: give the method once")
+        data["weight_method"] = spec["method"]
+    return data
+
+
+def _method_name(v: Any) -> str | None:
+    return None if v is None else weight_method(v).name
+
+
+def _equalize_spec(v: Any) -> str | None:
+    return None if v is None else str(equalizer(v))
+
+
 class LayerRule(BaseModel):
     """An override for the layers a pattern matches; only the fields given override."""
 
@@ -75,11 +117,28 @@ class LayerRule(BaseModel):
     activations: str | None = None
     activation_scales: ActivationScales | None = None
     bias: Bias | None = None
+    weight_method: str | None = None
+    equalize: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_weights(cls, data: Any) -> Any:
+        return _weights_mapping(data)
 
     @field_validator("weights", "activations", mode="before")
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("weight_method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> str | None:
+        return _method_name(v)
+
+    @field_validator("equalize", mode="before")
+    @classmethod
+    def _equalize(cls, v: Any) -> str | None:
+        return _equalize_spec(v)
 
     @field_validator("match")
     @classmethod
@@ -95,8 +154,8 @@ class LayerRule(BaseModel):
         return v
 
     def overrides(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias")
-                if k in self.model_fields_set}
+        return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
+                                              "weight_method", "equalize") if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -109,11 +168,28 @@ class QuantConfig(BaseModel):
     activation_scales: ActivationScales = "static"
     bias: Bias = "float"
     layers: list[LayerRule] = []
+    weight_method: str = "rtn"
+    equalize: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_weights(cls, data: Any) -> Any:
+        return _weights_mapping(data)
 
     @field_validator("weights", "activations", mode="before")
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("weight_method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> str:
+        return weight_method(v).name
+
+    @field_validator("equalize", mode="before")
+    @classmethod
+    def _equalize(cls, v: Any) -> str | None:
+        return _equalize_spec(v)
 
     # ---- construction and round trips ------------------------------------------------------------------------
 
@@ -155,6 +231,10 @@ class QuantConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (rules keep only the fields they set); ``QuantConfig.coerce(c.to_dict()) == c``."""
         d = self.model_dump(mode="json", exclude={"layers"})
+        if d["weight_method"] == "rtn":
+            del d["weight_method"]
+        if d["equalize"] is None:
+            del d["equalize"]
         d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
         return d
 
@@ -186,6 +266,9 @@ class LayerPlan:
         activation: the scheme of its inputs, or None (FP32; always None for Embedding).
         dynamic: activation scales are recomputed from every input (else calibrated once).
         bias: ``"float"`` or ``"int32"`` (bias rounded to the accumulator grid ``s_x * s_w``).
+        weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
+            (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
+        equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
     """
 
     name: str
@@ -194,6 +277,15 @@ class LayerPlan:
     activation: Scheme | None
     dynamic: bool = False
     bias: str = "float"
+    weight_method: str = "rtn"
+    equalize: str | None = None
+
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether quantizing it needs the layer's calibration inputs (static activation scales, a weight
+        method that rounds once, or equalization)."""
+        return (self.activation is not None and not self.dynamic) or weight_method(self.weight_method).needs_inputs \
+            or self.equalize is not None
 
     @property
     def kind(self) -> str:
@@ -269,7 +361,8 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     cfg = QuantConfig.coerce(config)
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
-                    "activation_scales": cfg.activation_scales, "bias": cfg.bias} for n in layers}
+                    "activation_scales": cfg.activation_scales, "bias": cfg.bias,
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize} for n in layers}
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
@@ -278,7 +371,7 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             settings[n].update(rule.overrides())
 
     plans: dict[str, LayerPlan] = {}
-    tied: dict[int, tuple[str, Scheme | None]] = {}
+    tied: dict[int, tuple[str, Scheme | None, bool]] = {}
     for name, module in layers.items():
         s = settings[name]
         kind = kind_of(module)
@@ -286,6 +379,17 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         activation = Scheme.parse(s["activations"]) if s["activations"] and kind.activation_args else None
         dynamic = s["activation_scales"] == "dynamic"
         label = f"layer {name!r} ({kind.name})"
+        method = weight_method(s["weight_method"]) if weight is not None else weight_method("rtn")
+        if method.kinds and kind.name not in method.kinds:
+            raise ValueError(f"{label}: weight method {method.name} supports {', '.join(method.kinds)} layers only; "
+                             f"use method: rtn here (a layer rule can set it)")
+        if s["equalize"] is not None and s["bias"] == "int32":
+            raise ValueError(f"{label}: bias: int32 puts the bias on the grid of the weight's scales, which "
+                             "equalize changes: use one or the other")
+        if s["equalize"] is not None and kind.name != "Linear":
+            raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear layer's input channels; "
+                             f"a {kind.name} layer cannot have it (set equalize: null for it in a layer rule)")
+        rounds_once = method.needs_inputs or s["equalize"] is not None
         if activation is not None and not dynamic:
             if not activation.static:
                 raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
@@ -304,8 +408,12 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             if key in tied and tied[key][1] != weight:
                 raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s, but the schemes differ "
                                  f"({weight} vs {tied[key][1]}); tied weights are stored once: give them one scheme")
-            tied.setdefault(key, (name, weight))
-        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"])
+            if key in tied and (rounds_once or tied[key][2]):
+                raise ValueError(f"{label}: its {attr} is tied to layer {tied[key][0]!r}'s; a weight method that "
+                                 "rounds once (gptq) or equalize fits a weight to one layer's inputs: use method: "
+                                 "rtn and no equalize on tied weights")
+            tied.setdefault(key, (name, weight, rounds_once))
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"])
     return plans
 
 

@@ -8,7 +8,16 @@
 * **activations** (the inputs of those layers) get a forward pre-hook computing ``fake_quantize(x, scheme,
   scales)`` with static scales calibrated once, or dynamic ones recomputed from every input
   (``activation_scales: dynamic`` — PositTune's per-forward histogram);
-* ``bias: int32`` rounds a bias to the accumulator grid ``s_x * s_w`` (the integer-only path's INT32 bias).
+* ``bias: int32`` rounds a bias to the accumulator grid ``s_x * s_w`` (the integer-only path's INT32 bias);
+* weights with a method that rounds once (``weights: {scheme: ..., method: gptq}``,
+  :mod:`dtypelab.model.methods`) are rounded at quantization from the layer's calibration inputs (gathered in
+  the same pass as the activations') and get a :class:`RoundedWeight` parametrization returning that result
+  while the weight is unchanged (round to nearest under the same fixed scales once it changes, e.g. in
+  training). Their report figures are those of the rounded weight against the original.
+* ``equalize: smoothquant:ALPHA | awq`` (:mod:`dtypelab.model.equalize`): per input channel scales ``s`` from
+  the calibration inputs; a forward pre-hook divides the layer's input by ``s`` (before its activation
+  quantizer, whose static scales are calibrated on ``x / s``) and an :class:`Equalized` parametrization
+  multiplies the weight's columns by ``s`` before its rounding, so the FP32 function is unchanged.
 
 Calibration runs the batches through the model *before anything is changed* (observer hooks only, eval mode,
 no grad), so a batch of the wrong shape is an error that leaves the model as it was; so is any failure
@@ -53,7 +62,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dtypelab.model.config import LayerPlan, QuantConfig, resolve
+from dtypelab.model.equalize import equalizer
+from dtypelab.model.gptq import element_scales
 from dtypelab.model.layers import kind_of, raw_weight
+from dtypelab.model.methods import weight_method
 from dtypelab.model.report import LayerReport, QuantReport
 from dtypelab.model.stats import TensorStats, size_only, tensor_stats
 from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
@@ -116,6 +128,68 @@ def _same_bits(w: torch.Tensor, copy: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
+class RoundedWeight(nn.Module):
+    """Parametrization returning a weight rounded once (by GPTQ, say) while the weight holds the bits it was
+    rounded from; once it changes (training), ``fake_quantize(W, scheme, scales)`` with the scales fixed from
+    the original weight. Straight-through gradient. Holds no buffers: the state_dict is that of round to nearest.
+
+    Example:
+        >>> import torch
+        >>> from dtypelab.schemes import Scheme
+        >>> w = torch.tensor([0.3, -7.0])
+        >>> p = RoundedWeight(Scheme.parse("int4/tensor/absmax"), w, torch.tensor([1.0, -7.0]), torch.ones(1))
+        >>> p(w).tolist(), p(torch.tensor([0.6, 2.0])).tolist()
+        ([1.0, -7.0], [1.0, 2.0])
+    """
+
+    def __init__(self, scheme: Scheme, source: torch.Tensor, rounded: torch.Tensor, scales: torch.Tensor) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.source = source.detach().clone()
+        self.rounded = rounded.detach()
+        self.scales = scales.detach()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if _same_bits(w, self.source.to(w.device)):
+            out = self.rounded.to(w.device)
+        else:
+            out = fake_quantize(w.detach(), self.scheme, self.scales.to(w.device))
+        return w + (out - w).detach() if torch.is_grad_enabled() and w.requires_grad else out
+
+    def extra_repr(self) -> str:
+        return f"{self.scheme}, rounded once"
+
+
+class Equalized(nn.Module):
+    """Parametrization ``W -> inner(W · diag(s))``: the weight's columns (input channels) times ``s``, then
+    the layer's own weight parametrization ``inner`` (None: FP32). Without grad the result is cached until the
+    weight's bits change.
+
+    Example:
+        >>> import torch
+        >>> Equalized(torch.tensor([2.0, 0.5]), None)(torch.tensor([[1.0, 1.0]])).tolist()
+        [[2.0, 0.5]]
+    """
+
+    def __init__(self, scales: torch.Tensor, inner: nn.Module | None) -> None:
+        super().__init__()
+        self.scales = scales.detach()
+        self.inner = inner
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (copy of w, output)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        grad = torch.is_grad_enabled() and w.requires_grad
+        if not grad and self._cache is not None and _same_bits(w, self._cache[0]):
+            return self._cache[1]
+        ws = w * self.scales.to(w.device, w.dtype)
+        out = ws if self.inner is None else self.inner(ws)
+        self._cache = None if grad else (w.detach().clone(), out)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.scales.numel()} input channel scales"
+
+
 class BiasOnAccumulatorGrid(nn.Module):
     """Parametrization rounding a bias to the accumulator grid ``s_x * s_w`` (INT32, ties to even), with a
     straight-through gradient. ``s_w`` comes from the layer's current weight (per output channel or one)."""
@@ -139,7 +213,50 @@ class BiasOnAccumulatorGrid(nn.Module):
         return b + (q - b).detach() if b.requires_grad else q
 
 
-class ActivationQuantizer:
+class InputHook:
+    """Base of the forward pre-hooks (``with_kwargs=True``) that transform a layer's floating-point activation
+    inputs (:meth:`transform`); inputs that are one object stay one object."""
+
+    arg_names: tuple[str, ...]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        args, kwargs = list(args), dict(kwargs)
+        done: dict[int, Any] = {}
+
+        def once(x: Any) -> Any:
+            if id(x) not in done:
+                done[id(x)] = self.transform(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+            return done[id(x)]
+
+        for i, name in enumerate(self.arg_names):
+            if i < len(args):
+                args[i] = once(args[i])
+            elif name in kwargs:
+                kwargs[name] = once(kwargs[name])
+        return tuple(args), kwargs
+
+
+class InputScale(InputHook):
+    """Forward pre-hook dividing a layer's activation inputs by per-channel scales (along the last axis).
+
+    Example:
+        >>> import torch
+        >>> InputScale(torch.tensor([2.0, 4.0]), ("input",))(None, (torch.tensor([[1.0, 1.0]]),), {})[0][0].tolist()
+        [[0.5, 0.25]]
+    """
+
+    def __init__(self, scales: torch.Tensor, arg_names: tuple[str, ...]) -> None:
+        self.scales = scales.detach()
+        self.arg_names = arg_names
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.scales.to(x.device, x.dtype)
+
+
+class ActivationQuantizer(InputHook):
     """Forward pre-hook (``with_kwargs=True``) fake-quantizing a layer's activation inputs.
 
     ``scales`` None means dynamic (recomputed from every input); otherwise the calibrated static scales
@@ -167,21 +284,8 @@ class ActivationQuantizer:
                 scales = self._on_device[x.device] = self.scales.to(x.device)
         return fake_quantize(x, self.scheme, scales)
 
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        args, kwargs = list(args), dict(kwargs)
-        done: dict[int, Any] = {}
-
-        def once(x: Any) -> Any:
-            if id(x) not in done:
-                done[id(x)] = self.quantize(x)
-            return done[id(x)]
-
-        for i, name in enumerate(self.arg_names):
-            if i < len(args):
-                args[i] = once(args[i])
-            elif name in kwargs:
-                kwargs[name] = once(kwargs[name])
-        return tuple(args), kwargs
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantize(x)
 
 
 @dataclass
@@ -199,6 +303,7 @@ class QuantState:
     plans: dict[str, LayerPlan]
     weights: list[_WeightPart] = field(default_factory=list)
     activations: dict[str, ActivationQuantizer] = field(default_factory=dict)
+    input_scales: dict[str, InputScale] = field(default_factory=dict)  # run before the activation quantizers
     report: QuantReport | None = None
     _handles: list[Any] = field(default_factory=list)
     _attached: list[_WeightPart] = field(default_factory=list)
@@ -211,6 +316,8 @@ class QuantState:
                 self._param_order.setdefault(id(part.owner), (part.owner, list(part.owner._parameters)))
                 parametrize.register_parametrization(part.owner, part.attr, part.parametrization, unsafe=True)
                 self._attached.append(part)
+            for name, h in self.input_scales.items():
+                self._handles.append(self.plans[name].module.register_forward_pre_hook(h, with_kwargs=True))
             for name, q in self.activations.items():
                 self._handles.append(self.plans[name].module.register_forward_pre_hook(q, with_kwargs=True))
             model.__dict__[STATE_ATTR] = self
@@ -273,7 +380,7 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
 def _observe(plans: dict[str, LayerPlan], store: dict[str, list[torch.Tensor]]) -> list[Any]:
     handles = []
     for name, plan in plans.items():
-        if plan.activation is None:
+        if plan.activation is None and not plan.needs_inputs:
             continue
         arg_names = kind_of(plan.module).activation_args
 
@@ -339,18 +446,49 @@ def _observation_view(xs: list[torch.Tensor], scheme: Scheme, layer: str) -> tup
 # ---- building, reporting -----------------------------------------------------------------------------------------
 
 
+def _rounded_stats(w: torch.Tensor, part: RoundedWeight) -> TensorStats:
+    """Statistics of a weight rounded once: error and energy against the original, saturation (|w / s| past
+    the max) and flushing (nonzero w rounded to 0) of the original elements, binades of the stored values."""
+    st = tensor_stats(part.rounded, part.scheme, part.scales)
+    _, each = element_scales(w.detach(), part.scheme)
+    orig = w.detach().to(each.dtype)
+    err = (part.rounded.to(each.dtype) - orig).reshape(-1)
+    st.sse = float(torch.dot(err, err))
+    st.energy = float(torch.dot(orig.reshape(-1), orig.reshape(-1)))
+    st.n_saturated = int(((orig / each).abs() > part.scheme.element_range.max).sum())
+    st.n_flushed = int(((part.rounded == 0) & (w != 0)).sum())
+    return st
+
+
 def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]],
            stats: bool) -> tuple[QuantState, dict[str, TensorStats]]:
     state = QuantState(cfg, plans)
     act_stats: dict[str, TensorStats] = {}
     for name, plan in plans.items():
         kind = kind_of(plan.module)
-        if plan.weight is not None:
-            for owner, attr in kind.weights(plan.module):
-                state.weights.append(_WeightPart(owner, attr, WeightFakeQuant(plan.weight)))
+        method = weight_method(plan.weight_method)
+        xs = observed.get(name, [])
+        eq = None
+        if plan.equalize is not None:  # (Linear only: one weight, input channels on the last axis)
+            eq = equalizer(plan.equalize).scales(raw_weight(plan.module, "weight").detach(), xs, plan.weight)
+            xs = [x / eq.to(x.device, x.dtype) for x in xs]
+            state.input_scales[name] = InputScale(eq, kind.activation_args)
+        for owner, attr in kind.weights(plan.module):
+            target = raw_weight(owner, attr).detach()
+            if eq is not None:
+                target = target * eq.to(target.device, target.dtype)
+            part: nn.Module | None = None
+            if plan.weight is not None and method.needs_inputs:
+                scales, _ = element_scales(target, plan.weight)
+                part = RoundedWeight(plan.weight, target, method.round(plan.module, target, plan.weight, xs), scales)
+            elif plan.weight is not None:
+                part = WeightFakeQuant(plan.weight)
+            if eq is not None:
+                part = Equalized(eq, part)
+            if part is not None:
+                state.weights.append(_WeightPart(owner, attr, part))
         if plan.activation is None:
             continue
-        xs = observed.get(name, [])
         if plan.dynamic:
             q = ActivationQuantizer(plan.activation, kind.activation_args)
             if xs and stats:
@@ -374,7 +512,8 @@ def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, li
 
 
 def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], dequantized: dict[int, torch.Tensor],
-                  stats: bool) -> tuple[LayerReport, float, float]:
+                  stats: bool, measured: dict[int, tuple[torch.Tensor, RoundedWeight | None]]
+                  ) -> tuple[LayerReport, float, float]:
     kind = kind_of(plan.module)
     params = {id(p): p for p in plan.module.parameters()}
     weight_ids = set()
@@ -384,8 +523,11 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
         w = raw_weight(owner, attr)
         weight_ids.add(id(w))
         if wst is not None:
-            if stats:
-                st = tensor_stats(w, plan.weight, keep_dequantized=True)
+            target, rounded = measured.get(id(w), (w, None))  # what is rounded: W, or W · diag(s) if equalized
+            if stats and rounded is not None:
+                st = _rounded_stats(target, rounded)
+            elif stats:
+                st = tensor_stats(target, plan.weight, keep_dequantized=True)
                 dequantized[id(w)] = st.dequantized
                 st.dequantized = None
             else:
@@ -408,13 +550,21 @@ def _layer_report(plan: LayerPlan, act: TensorStats | None, counted: set[int], d
 
 
 def _report(model: nn.Module, plans: dict[str, LayerPlan], act_stats: dict[str, TensorStats],
-            dequantized: dict[int, torch.Tensor], stats: bool) -> QuantReport:
+            dequantized: dict[int, torch.Tensor], stats: bool, state: QuantState) -> QuantReport:
     """The report; ``dequantized`` receives every quantized weight's fake-quantized value (by id of the weight)."""
     counted: set[int] = set()
     layers = {}
     fp32 = q = 0.0
+    measured: dict[int, tuple[torch.Tensor, RoundedWeight | None]] = {}
+    for part in state.weights:
+        w, p = raw_weight(part.owner, part.attr), part.parametrization
+        if isinstance(p, Equalized):
+            w, p = w.detach() * p.scales.to(w.device, w.dtype), p.inner
+            measured[id(raw_weight(part.owner, part.attr))] = (w, p if isinstance(p, RoundedWeight) else None)
+        elif isinstance(p, RoundedWeight):
+            measured[id(w)] = (w, p)
     for name, plan in plans.items():
-        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats)
+        layers[name], b32, bq = _layer_report(plan, act_stats.get(name), counted, dequantized, stats, measured)
         fp32 += b32
         q += bq
     rest = sum(32 * p.numel() for p in _all_parameters(model) if id(p) not in counted)
@@ -480,10 +630,11 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
     _check_model(model, stats, calibration)
     cfg = QuantConfig.coerce(config)
     plans = resolve(model, cfg)
-    static = [n for n, p in plans.items() if p.activation is not None and not p.dynamic]
+    static = [n for n, p in plans.items() if p.needs_inputs]
     if static and calibration is None:
-        raise ValueError(f"static activation scales need calibration batches (layers {static[:5]}"
-                         f"{' ...' if len(static) > 5 else ''}); pass calibration=, or set activation_scales: dynamic")
+        raise ValueError(f"static activation scales and weight methods such as gptq need calibration batches "
+                         f"(layers {static[:5]}{' ...' if len(static) > 5 else ''}); pass calibration=, or set "
+                         "activation_scales: dynamic and weights method: rtn")
     previous = quant_state(model)
     if previous is not None:
         previous.detach(model)
@@ -493,12 +644,13 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
         missed = [n for n in static if n not in observed]
         if missed:
             raise ValueError(f"calibration never ran layer(s) {missed[:5]}{' ...' if len(missed) > 5 else ''}, "
-                             "which need static activation scales: check the calibration data and forward=, or "
-                             "set activation_scales: dynamic for them")
+                             "which need static activation scales or calibrated weight rounding: check the "
+                             "calibration data and forward=, or set activation_scales: dynamic (and weights "
+                             "method: rtn) for them")
         state, act_stats = _build(cfg, plans, observed, stats)
         del observed
         dequantized: dict[int, torch.Tensor] = {}
-        state.report = _report(model, plans, act_stats, dequantized, stats)
+        state.report = _report(model, plans, act_stats, dequantized, stats, state)
         state.attach(model)
         for part in state.weights:  # the report computed every quantized weight: cache it for inference
             w = raw_weight(part.owner, part.attr)
@@ -536,4 +688,4 @@ def restore(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["quantize_model", "restore", "quant_state", "QuantState", "WeightFakeQuant", "ActivationQuantizer",
-           "BiasOnAccumulatorGrid", "default_forward"]
+           "BiasOnAccumulatorGrid", "RoundedWeight", "Equalized", "InputScale", "default_forward"]

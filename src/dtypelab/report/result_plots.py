@@ -201,3 +201,40 @@ def pareto_plot(result: Any, path: str | os.PathLike) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def sensitivity_plot(layers: Sequence[str], figures: dict[str, Sequence[float]], path: str | os.PathLike,
+                     title: str = "") -> Path:
+    """One horizontal bar panel per figure (metric drop, output KL, Fisher ...), layers in the given order
+    (most sensitive at the top); a panel whose values are all positive uses a log axis when they span more
+    than three decades.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = sensitivity_plot(["a", "b"], {"drop": [2.0, 0.5], "kl": [0.1, 0.01]},
+        ...                      pathlib.Path(tempfile.mkdtemp()) / "s.png")
+        >>> p.stat().st_size > 0
+        True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = max(len(figures), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 1.2 + 0.28 * max(len(layers), 1)), dpi=110,
+                             sharey=True, squeeze=False)
+    ys = np.arange(len(layers))
+    for ax, (label, values) in zip(axes[0], figures.items(), strict=False):
+        v = np.asarray(values, dtype=float)
+        ax.barh(ys, v, color="#4c72b0")
+        positive = v[v > 0]
+        if len(positive) == len(v) and len(v) and positive.max() / positive.min() > 1e3:
+            ax.set_xscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(ys, list(layers))
+    axes[0][0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

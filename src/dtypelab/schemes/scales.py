@@ -25,6 +25,12 @@ and the whole block decodes to NaN. A new rule is one class here, registered wit
 * ``log2-energy`` — PositTune (c): ``s = 2^round(Σx² log2|x| / Σx²)``.
 * ``sqnr`` — PositTune (b): ``s = 2^-k`` for the ``k`` in ``[-5, 4]`` of highest SQNR (first on ties).
 * ``mse`` — clipping search: ``s = r * absmax / max`` for the ``r`` in ``linspace(1, 0.2, 41)`` of lowest MSE.
+* ``percentile:P`` — a rule family (``RULE_FAMILIES``; the text after the colon is its argument): the row's
+  ``P``-th percentile of ``|x|`` (``torch.quantile``'s linear interpolation) maps to the format's max. The
+  canonical form is the shortest text of the float (``percentile:99.99``, ``percentile:100``).
+* ``entropy`` — TensorRT's KL-divergence calibration for any format: 2048 bins of ``|x|`` over [0, absmax],
+  every clip point from 128 bins up; the quantized histogram is made by rounding the bin centres with the
+  format itself (its own value set, so posits, LP and codebooks too), see :func:`kl_divergences`.
 * ``mx`` — OCP Microscaling: shared ``X = 2^(floor(log2 absmax) - emax)``, ``emax = floor(log2 max)`` of the
   element format, exponent clamped to >= -127 and NaN above 127; an all-zero block uses absmax = 2^-126.
   Integer elements are fixed point (MXINT8: k/64), so ``s = X * 2^-(n-2)``. The result is already E8M0-exact.
@@ -81,6 +87,8 @@ POW2_SHIFT = 24
 SQNR_EXPONENTS = range(-5, 5)
 MSE_RATIOS = torch.linspace(1.0, 0.2, 41, dtype=torch.float64)
 HIST_BINS = 100
+ENTROPY_BINS = 2048  # TensorRT's histogram of |x|, and its first clip point (128 bins kept)
+ENTROPY_MIN_BINS = 128
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,12 @@ class ScaleRule:
     trials: ClassVar[int] = 0  # trial quantizations it runs per tensor (the search rules)
     nonfinite_is_nan: ClassVar[bool] = False  # a group holding NaN or inf gets a NaN scale (else: ignored)
     fused: ClassVar[str | None] = None  # the fused block kernel's rule, used with the default storage only
+    argument: ClassVar[str | None] = None  # a rule family's argument (written NAME:ARG), None for plain rules
+
+    @classmethod
+    def from_argument(cls, arg: str) -> ScaleRule:
+        """The family's rule for the text after ``NAME:`` (families only)."""
+        raise TypeError(f"scale rule {cls.name!r} takes no argument")
 
     def __str__(self) -> str:
         return self.name
@@ -129,24 +143,53 @@ class ScaleRule:
 
 
 RULES: dict[str, ScaleRule] = {}
+RULE_FAMILIES: dict[str, type[ScaleRule]] = {}  # rules with an argument, written NAME:ARG
 
 
 def register_rule(cls: type[ScaleRule]) -> type[ScaleRule]:
-    """Class decorator: add an instance of the rule to :data:`RULES` under its ``name``."""
-    RULES[cls.name] = cls()
+    """Class decorator: add an instance of the rule to :data:`RULES` under its ``name``; a rule that takes an
+    argument (its ``argument`` names it) goes to :data:`RULE_FAMILIES`, and ``NAME:ARG`` makes one through its
+    ``from_argument``."""
+    if cls.argument is None:
+        RULES[cls.name] = cls()
+    else:
+        RULE_FAMILIES[cls.name] = cls
     return cls
 
 
+def valid_rules() -> list[str]:
+    """Every rule name, and the form of every rule family (``percentile:P``), for error messages.
+
+    Example:
+        >>> "mse" in valid_rules() and "percentile:P" in valid_rules()
+        True
+    """
+    return [*RULES, *(f"{name}:{cls.argument}" for name, cls in RULE_FAMILIES.items())]
+
+
 def scale_rule(spec: str | ScaleRule) -> ScaleRule:
-    """The rule named ``spec`` (a ScaleRule passes through); a miss lists the known rules."""
+    """The rule named ``spec`` (a ScaleRule passes through): a name in :data:`RULES`, or ``NAME:ARG`` of a
+    family in :data:`RULE_FAMILIES`; a miss lists the valid rules.
+
+    Example:
+        >>> str(scale_rule("Percentile:99.990")), scale_rule("mse") is RULES["mse"]
+        ('percentile:99.99', True)
+    """
     if isinstance(spec, ScaleRule):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"a scale rule must be a name or ScaleRule, got {type(spec).__name__}")
-    found = RULES.get(spec.strip().lower())
-    if found is None:
-        raise ValueError(f"unknown scale rule {spec!r}; valid: {', '.join(RULES)}")
-    return found
+    text = spec.strip().lower()
+    found = RULES.get(text)
+    if found is not None:
+        return found
+    name, sep, arg = text.partition(":")
+    family = RULE_FAMILIES.get(name)
+    if family is None:
+        raise ValueError(f"unknown scale rule {spec!r}; valid: {', '.join(valid_rules())}")
+    if not sep:
+        raise ValueError(f"scale rule {spec!r} needs its argument: {name}:{family.argument}")
+    return family.from_argument(arg)
 
 
 def _absmax(rows: torch.Tensor) -> torch.Tensor:
@@ -245,6 +288,131 @@ class Mse(ScaleRule):
         base = _nonzero_or_one(amax / rng.max, amax)
         candidates = MSE_RATIOS.to(rows.device)[:, None] * base[None, :]
         return _best(rows, candidates, q)
+
+
+def _number_text(v: float) -> str:
+    """The shortest text that reads back as ``v`` (``99.99``, ``100``)."""
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
+@register_rule
+@dataclass(frozen=True)
+class Percentile(ScaleRule):
+    """``percentile:P``: the row's ``P``-th percentile of ``|x|`` (linear interpolation between order statistics,
+    as ``torch.quantile``) maps to the format's max; a row whose percentile is 0 falls back to ``absmax``.
+
+    Example:
+        >>> import torch
+        >>> rows = torch.arange(101, dtype=torch.float64)[None]   # |x| = 0 .. 100
+        >>> Percentile(90.0).scales(rows, ElementRange(9.0), None).tolist(), str(Percentile(99.990))
+        ([10.0], 'percentile:99.99')
+    """
+
+    name: ClassVar[str] = "percentile"
+    argument: ClassVar[str] = "P"
+    p: float = 99.99
+
+    def __post_init__(self) -> None:
+        p = float(self.p)
+        if not 0.0 < p <= 100.0:
+            raise ValueError(f"percentile:{self.p}: P must be a number in (0, 100], e.g. percentile:99.99")
+        object.__setattr__(self, "p", p)
+
+    @classmethod
+    def from_argument(cls, arg: str) -> Percentile:
+        try:
+            p = float(arg)
+        except ValueError:
+            raise ValueError(f"percentile:{arg}: P must be a number in (0, 100], e.g. percentile:99.99") from None
+        return cls(p)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{_number_text(self.p)}"
+
+    def __repr__(self) -> str:
+        return f"ScaleRule({str(self)!r})"
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        a = rows.abs().sort(dim=1).values
+        amax = a[:, -1] if a.shape[1] else torch.zeros(rows.shape[0], dtype=rows.dtype, device=rows.device)
+        rank = self.p / 100.0 * (a.shape[1] - 1)
+        below, above = a[:, math.floor(rank)], a[:, math.ceil(rank)]
+        value = torch.lerp(below, above, rank - math.floor(rank))
+        return torch.where(value > 0, value / rng.max, _nonzero_or_one(amax / rng.max, amax))
+
+
+def _entropy_groups(rng: ElementRange, q: Quantizer, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """For every candidate clip ``i`` (bins kept, ``ENTROPY_MIN_BINS .. ENTROPY_BINS``), the group of each kept
+    bin: bins whose centres round to the same value of the format, with the clip point mapped to its max, are
+    one group (groups numbered from 0 along the bins; bins past the clip get the spare group ``ENTROPY_BINS``).
+    The centre of bin ``j`` of ``i`` is ``(j + 1/2) / i * max`` in the format's units, whatever the data."""
+    kept = torch.arange(ENTROPY_MIN_BINS, ENTROPY_BINS + 1, device=device)
+    bins = torch.arange(ENTROPY_BINS, device=device)
+    inside = bins[None, :] < kept[:, None]
+    t = ((bins[None, :] + 0.5) / kept[:, None]).to(dtype) * rng.max
+    levels = q(torch.where(inside, t, torch.zeros_like(t)))
+    starts = torch.ones_like(inside)
+    starts[:, 1:] = levels[:, 1:] != levels[:, :-1]
+    group = torch.cumsum(starts, dim=1) - 1
+    return torch.where(inside, group, ENTROPY_BINS)
+
+
+def kl_divergences(hist: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """TensorRT's calibration divergence of one ``|x|`` histogram (``[ENTROPY_BINS]``) for every candidate clip
+    (rows of ``groups``, as :func:`_entropy_groups` makes them): ``KL(P || Q)`` with ``P`` the kept bins, the
+    clipped mass added to the last kept bin, and ``Q`` the kept bins (without the clipped mass) quantized: each
+    group's mass spread evenly over the bins where ``P`` is nonzero. A candidate where ``P > 0`` but ``Q = 0``
+    (only clipped mass in its last group) diverges: ``inf`` (TensorRT smooths such zeros with an epsilon).
+
+    Example:
+        >>> import torch
+        >>> groups = torch.tensor([[0, 0, 1, 2], [0, 0, 1, 1]])        # two candidates over 4 bins
+        >>> hist = torch.tensor([2.0, 2.0, 1.0, 3.0], dtype=torch.float64)
+        >>> [round(d, 4) for d in kl_divergences(hist, groups).tolist()]   # Q = [2, 2, 2, 2] / 8 in the second
+        [0.0, 0.0654]
+    """
+    kept = groups < hist.shape[0]
+    n = kept.sum(dim=1)
+    sliced = torch.where(kept, hist[None, :], torch.zeros_like(hist)[None, :])
+    clipped = hist.sum() - sliced.sum(dim=1)
+    p = sliced.scatter_add(1, (n - 1)[:, None], clipped[:, None])
+    nonzero = p > 0
+    cols = hist.shape[0] + 1
+    mass = torch.zeros(groups.shape[0], cols, dtype=hist.dtype, device=hist.device).scatter_add_(1, groups, sliced)
+    count = torch.zeros_like(mass).scatter_add_(1, groups, nonzero.to(hist.dtype))
+    qd = torch.where(nonzero, mass.gather(1, groups) / count.gather(1, groups).clamp(min=1), 0.0)
+    p = p / p.sum(dim=1, keepdim=True)
+    qd = qd / qd.sum(dim=1, keepdim=True)
+    terms = torch.where(nonzero, p * torch.log(p / qd), 0.0)
+    return terms.sum(dim=1)
+
+
+@register_rule
+class Entropy(ScaleRule):
+    """TensorRT's entropy calibration for any format: a histogram of ``|x|`` in ``ENTROPY_BINS`` bins over
+    ``[0, absmax]``; for every clip point ``i`` bins up (``i >= ENTROPY_MIN_BINS``) the divergence of
+    :func:`kl_divergences`, the quantized histogram made through the format's own values; ``s`` maps the clip
+    point of least divergence (first on ties) to the format's max."""
+
+    name = "entropy"
+    trials = ENTROPY_BINS - ENTROPY_MIN_BINS + 1  # trial quantizations of the histogram, not of the tensor
+
+    def scales(self, rows: torch.Tensor, rng: ElementRange, q: Quantizer | None) -> torch.Tensor:
+        amax = _absmax(rows)
+        out = torch.ones_like(amax)
+        live = torch.nonzero(amax > 0).reshape(-1).tolist()
+        if not live:
+            return out
+        groups = _entropy_groups(rng, q, rows.dtype, rows.device)
+        for g in live:
+            a = rows[g].abs()
+            idx = (a / amax[g] * ENTROPY_BINS).floor().clamp(max=ENTROPY_BINS - 1).long()
+            hist = torch.zeros(ENTROPY_BINS, dtype=rows.dtype, device=rows.device)
+            hist.scatter_add_(0, idx, torch.ones_like(a))
+            best = int(torch.argmin(kl_divergences(hist, groups)))
+            out[g] = (best + ENTROPY_MIN_BINS) * amax[g] / ENTROPY_BINS / rng.max
+        return out
 
 
 @register_rule
