@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-slow lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: lint
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 		echo "chromium could not be installed: the report's browser check will be skipped (see the summary)"
 	$(BIN)/python -m pytest -rs
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -rs -m slow
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/formats.py
