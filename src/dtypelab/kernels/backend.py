@@ -55,8 +55,7 @@ class StochasticEngineLike(Protocol):
     index: TableEngineLike
     results: RoundingTable
     base: np.ndarray
-    inv_up: np.ndarray
-    inv_down: np.ndarray
+    inverse: np.ndarray
     random_bits: int
     flush_below: float
 
@@ -156,13 +155,12 @@ class TorchBackend(Backend):
         x64 = x.reshape(-1).to(torch.float64)
         x64 = torch.where((x64 != 0) & (x64.abs() < engine.flush_below), x64 * 0, x64)
         j = _intervals(engine.index.table, x64)
-        up = x64 > 0
-        table = {name: torch.as_tensor(getattr(engine, name), device=x.device) for name in ("base", "inv_up",
-                                                                                           "inv_down")}
-        d = (x64.abs() - table["base"][j]) * torch.where(up, table["inv_up"][j], table["inv_down"][j])
+        up = (x64 > 0).long()
+        base, inverse = (torch.as_tensor(a, device=x.device) for a in (engine.base, engine.inverse))
+        d = (x64.abs() - base[j]) * inverse[2 * j + up]
         d = torch.where(d > 0, d, torch.zeros_like(d))
         away = torch_goes_away(d, torch_words(seed, x64.numel(), x.device), engine.random_bits)
-        j = torch.where(away, j + 2 * up.long() - 1, j)
+        j = torch.where(away, j + 2 * up - 1, j)
         source = engine.results.codes if what == "code" else engine.results.values
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
         return torch.isnan(x64).sum() if what == "code" else 0

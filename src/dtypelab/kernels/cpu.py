@@ -94,15 +94,23 @@ class NumbaBackend(Backend):
 
     def stochastic(self, engine: StochasticEngine, x: torch.Tensor, out: torch.Tensor, what: str, seed: int
                    ) -> int:
+        constants = stochastic.decision_constants(engine.random_bits)
+
         def kernel(a: np.ndarray, o: torch.Tensor, offset: int) -> int:
             m = engine.index.lut(a.dtype)
             r = engine.results
             results = engine.codes if what == "code" else r.float32_values if o.dtype == torch.float32 else r.values
             total = 8 * a.itemsize
-            return int(stochastic.apply_stochastic(
-                a, _bits(a), o.numpy(), m.form, total, m.low_bits, *engine.index_arrays(a.dtype), engine.base,
-                engine.inv_up, engine.inv_down, results, engine.random_bits, np.uint64(seed), offset,
-                engine.flush_below, _bits(a).dtype.type(-(1 << (total - 1)))))
+            bits = _bits(a)
+            arrays = engine.index_arrays(a.dtype)
+            common = (engine.base, engine.inverse, results, np.uint64(seed), offset, engine.flush_below,
+                      bits.dtype.type(-(1 << (total - 1))), *constants)
+            head = (a, bits, o.numpy(), total, m.low_bits)
+            if m.form == lut.DIRECT:  # the vectorized kernels of the two branch-free forms
+                return int(stochastic.apply_stochastic_direct(*head, arrays[8], *common))
+            if m.form == lut.CUT:
+                return int(stochastic.apply_stochastic_cut(*head, arrays[8], arrays[1], *common))
+            return int(stochastic.apply_stochastic(a, bits, o.numpy(), m.form, total, m.low_bits, *arrays, *common))
 
         return _run(x, out, what, kernel)
 

@@ -153,7 +153,7 @@ class StochasticEngine(Engine):
         self.bits = bits
         self.index = TableEngine(truncating, bits)
         self.results = results
-        self.base, self.inv_up, self.inv_down = remainder_tables(positions, len(results.values))
+        self.base, self.inverse = remainder_tables(positions, len(results.values))
         self.random_bits = random_bits
         self.flush_below = float(flush_below)
         self.codes = results.codes.astype(_NUMPY_CODE[code_dtype(bits)])

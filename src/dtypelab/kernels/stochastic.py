@@ -12,7 +12,7 @@ The numba kernel (:func:`apply_stochastic`) and the torch reference (:func:`torc
 :class:`dtypelab.kernels.backend.TorchBackend`) compute the same bits.
 
 Example:
-    >>> goes_away(0.75, np.uint64(0x4 << 60), 2)  # floor(0.75 * 4) = 3, top 2 bits of the word = 1: 3 + 1 >= 4
+    >>> bool(goes_away(0.75, np.uint64(0x4 << 60), *decision_constants(2)))  # floor(0.75*4) = 3, top bits 1: 3+1 >= 4
     True
 """
 
@@ -22,29 +22,52 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from dtypelab.kernels.lut import lookup
+from dtypelab.kernels.lut import key_and_low, lookup
 from dtypelab.kernels.random import mix
 
 TWO64 = 18446744073709551616.0
 
 
+def decision_constants(k: int) -> tuple[float, float, int, int, int]:
+    """The loop constants of :func:`goes_away` for ``k`` compared bits (1..32, or 64).
+
+    One formula serves both: with ``w = hi * 2^32 + lo`` the word and ``D = floor(d * 2^k)``, ``k <= 32`` compares
+    ``D + (hi >> (32 - k)) >= 2^k``; ``k = 64`` compares ``D + w >= 2^64`` in two 32-bit halves
+    (``D = D_hi * 2^32 + D_lo``, with the carry of the low halves)."""
+    if k == 64:
+        return 2.0**32, 2.0**32, 0, 1, 1 << 32
+    return float(1 << k), 0.0, 32 - k, 0, 1 << k
+
+
 @njit(inline="always")
-def goes_away(d, word, k):
-    """Whether a remainder ``d >= 0`` rounds away given the random ``word`` and ``k`` compared bits (``d >= 1``, which
-    float64 rounding can give for a gap that is not a power of two, always does). Branch-free in the data: the
-    outcome is random, so a branch would be mispredicted half the time."""
-    if k == 64:  # (loop-invariant: predicted)
-        capped = d if d < 1.0 else 0.5  # keeps the conversion in range; d >= 1 is decided by the last term
-        big = np.uint64(capped * TWO64)
-        return ((big != np.uint64(0)) & (word >= np.uint64(0) - big)) | (d >= 1.0)
-    dk = np.int64(d * np.float64(np.int64(1) << k))  # floor; d >= 1 gives dk >= 2^k: away
-    return np.int64(word >> np.uint64(64 - k)) + dk >= np.int64(1) << k
+def goes_away(d, word, s_hi, s_lo, shift, keep_low, limit):
+    """Whether a remainder ``d >= 0`` rounds away given the random ``word`` (constants from
+    :func:`decision_constants`; ``d >= 1``, which float64 rounding can give for a gap that is not a power of two,
+    always does). No branch: the outcome is random, so a branch would be mispredicted half the time, and the loop
+    vectorizes."""
+    scaled = d * s_hi
+    d_hi = np.int64(scaled)
+    d_lo = np.int64((scaled - d_hi) * s_lo)
+    hi = np.int64(word >> np.uint64(32))
+    lo = np.int64(word & np.uint64(0xFFFFFFFF)) * keep_low
+    return (hi >> shift) + d_hi + ((lo + d_lo) >> 32) >= limit
 
 
-def remainder_tables(positions: np.ndarray, n_total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per interval (all ``n_total``, specials included): ``|p_j|``, and ``1 / (|p_away| - |p_j|)`` toward the next
-    interval (for ``x > 0``) and the previous one (``x < 0``); 0 where the input cannot move (the ends, specials).
-    The inverse of a power-of-two gap is exact, so ``delta`` is too."""
+@njit(inline="always")
+def _one(v, j, i, base, inverse, results, seed, offset, s_hi, s_lo, shift, keep_low, limit):
+    """The result of ``v`` whose toward-zero interval is ``j``: its own, or the away neighbour's."""
+    up = np.int64(v > 0)
+    d = (abs(v) - base[j]) * inverse[2 * j + up]
+    d = d if d > 0 else 0.0  # exact inputs, zeros, NaN and inf (0 * inf) stay
+    away = goes_away(d, mix(seed, np.uint64(offset + i)), s_hi, s_lo, shift, keep_low, limit)
+    return results[j + (2 * up - 1) * np.int64(away)]
+
+
+def remainder_tables(positions: np.ndarray, n_total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per interval (all ``n_total``, specials included): ``base[j] = |p_j|``, and ``inverse[2j + up]`` =
+    ``1 / (|p_away| - |p_j|)`` toward the previous interval (``up = 0``, for ``x < 0``) or the next (``up = 1``,
+    ``x > 0``); 0 where the input cannot move (the ends, specials). Interleaved, so that the kernel picks one with
+    an index, not a branch. The inverse of a power-of-two gap is exact, so ``delta`` is too."""
     n = len(positions)
     mag = np.abs(np.asarray(positions, np.float64))
     base, inv_up, inv_down = np.zeros(n_total), np.zeros(n_total), np.zeros(n_total)
@@ -52,49 +75,75 @@ def remainder_tables(positions: np.ndarray, n_total: int) -> tuple[np.ndarray, n
     with np.errstate(divide="ignore"):
         inv_up[: n - 1] = np.where(mag[1:] > mag[:-1], 1.0 / (mag[1:] - mag[:-1]), 0.0)
         inv_down[1:n] = np.where(mag[:-1] > mag[1:], 1.0 / (mag[:-1] - mag[1:]), 0.0)
-    inv_up[~np.isfinite(inv_up)], inv_down[~np.isfinite(inv_down)] = 0.0, 0.0
-    return base, inv_up, inv_down
+    inverse = np.stack([inv_down, inv_up], axis=1).reshape(-1)
+    inverse[~np.isfinite(inverse)] = 0.0
+    return base, inverse
+
+
+@njit(inline="always")
+def _flushed(v, b, flush_below, sign_bit):
+    """daz: a zero of its sign for ``0 < |v| < flush_below`` (the value and its bit pattern)."""
+    tiny = (v != 0) & (abs(v) < flush_below)
+    return (v * 0 if tiny else v), (b & sign_bit if tiny else b)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def apply_stochastic(x, bits, out, form, total_bits, low_bits, first, cut, entries, fb_first, fb_span, thresholds,
-                     tie, index_table, index_first, base, inv_up, inv_down, results, k, seed, offset, flush_below,
-                     sign_bit):
-    """``out[i]`` = the stochastically rounded ``x[i]`` (``results`` by interval: values or codes); the Lut arrays
-    as :func:`dtypelab.kernels.lut.lookup` takes them, writing interval indices; ``base``, ``inv_up``, ``inv_down``
-    from :func:`remainder_tables`. Returns the number of NaN inputs."""
-    seed = np.uint64(seed)
+                     tie, index_table, index_first, base, inverse, results, seed, offset, flush_below, sign_bit,
+                     s_hi, s_lo, shift, keep_low, limit):
+    """``out[i]`` = the stochastically rounded ``x[i]`` (``results`` by interval: values or codes), for any Lut
+    form; the Lut arrays as :func:`dtypelab.kernels.lut.lookup` takes them, writing interval indices; ``base``
+    and ``inverse`` from :func:`remainder_tables`, the last five from :func:`decision_constants`. Returns the
+    number of NaN inputs."""
     nans = 0
     for i in prange(x.size):
-        v = x[i]
-        b = bits[i]
-        if flush_below > 0:  # daz (loop-invariant): a zero of its sign
-            tiny = (v != 0) & (abs(v) < flush_below)
-            v = v * 0 if tiny else v
-            b = b & sign_bit if tiny else b
+        v, b = _flushed(x[i], bits[i], flush_below, sign_bit)
         j = lookup(form, v, b, low_bits, total_bits, first, cut, entries, fb_first, fb_span, thresholds, tie,
                    index_table, index_first)
-        up = v > 0
-        d = (abs(v) - base[j]) * (inv_up[j] if up else inv_down[j])
-        d = d if d > 0 else 0.0  # exact inputs, zeros and NaN stay
-        away = goes_away(d, mix(seed, np.uint64(offset + i)), k)
-        out[i] = results[j + (2 * up - 1) * away]  # (arithmetic, not a select: numba would branch on it)
+        out[i] = _one(v, j, i, base, inverse, results, seed, offset, s_hi, s_lo, shift, keep_low, limit)
+        nans += v != v
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_stochastic_direct(x, bits, out, total_bits, low_bits, index_first, base, inverse, results, seed, offset,
+                            flush_below, sign_bit, s_hi, s_lo, shift, keep_low, limit):
+    """:func:`apply_stochastic` for the direct form (``index_first``: its ``Outputs.first`` of interval indices),
+    with no branch in the loop, so that it vectorizes."""
+    nans = 0
+    for i in prange(x.size):
+        v, b = _flushed(x[i], bits[i], flush_below, sign_bit)
+        key, low = key_and_low(b, low_bits, total_bits)
+        j = index_first[2 * key + (low != 0)]
+        out[i] = _one(v, j, i, base, inverse, results, seed, offset, s_hi, s_lo, shift, keep_low, limit)
+        nans += v != v
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_stochastic_cut(x, bits, out, total_bits, low_bits, index_first, cut, base, inverse, results, seed, offset,
+                         flush_below, sign_bit, s_hi, s_lo, shift, keep_low, limit):
+    """:func:`apply_stochastic_direct` for the cut form."""
+    nans = 0
+    for i in prange(x.size):
+        v, b = _flushed(x[i], bits[i], flush_below, sign_bit)
+        key, low = key_and_low(b, low_bits, total_bits)
+        j = index_first[3 * key + (low != 0) + (low >= cut[key])]
+        out[i] = _one(v, j, i, base, inverse, results, seed, offset, s_hi, s_lo, shift, keep_low, limit)
         nans += v != v
     return nans
 
 
 def torch_goes_away(d: torch.Tensor, words: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`goes_away` on tensors (float64 ``d`` in [0, 1], int64 ``words`` holding the uint64 bits)."""
-    one = torch.ones_like(d, dtype=torch.bool)
-    if k <= 32:
-        dk = torch.floor(d * 2.0**k).long()
-        top = (words >> (64 - k)) & ((1 << k) - 1)
-        return torch.where(d >= 1, one, top + dk >= 1 << k)
-    hi = torch.floor(d * 2.0**32)  # floor(d * 2^64) = hi * 2^32 + lo, both exact
-    lo = torch.floor((d * 2.0**32 - hi) * 2.0**32).long()
-    low_sum = (words & 0xFFFFFFFF) + lo
-    high_sum = ((words >> 32) & 0xFFFFFFFF) + hi.long() + (low_sum >> 32)
-    return torch.where(d >= 1, one, high_sum >= 1 << 32)
+    """:func:`goes_away` on tensors (float64 ``d >= 0``, int64 ``words`` holding the uint64 bits)."""
+    s_hi, s_lo, shift, keep_low, limit = decision_constants(k)
+    scaled = d * s_hi
+    d_hi = scaled.long()
+    d_lo = ((scaled - d_hi) * s_lo).long()
+    hi = (words >> 32) & 0xFFFFFFFF
+    lo = (words & 0xFFFFFFFF) * keep_low
+    return (hi >> shift) + d_hi + ((lo + d_lo) >> 32) >= limit
 
 
-__all__ = ["goes_away", "apply_stochastic", "remainder_tables", "torch_goes_away"]
+__all__ = ["goes_away", "decision_constants", "apply_stochastic", "apply_stochastic_direct", "apply_stochastic_cut",
+           "remainder_tables", "torch_goes_away"]
