@@ -21,8 +21,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 import torch
 
-from dtypelab.kernels.engine import Engine, StochasticEngine, TableEngine, code_dtype
-from dtypelab.kernels.rounding import DEFAULT, Rounding, flush_outputs, table_for
+from dtypelab.kernels.engine import Engine, TableEngine, code_dtype
+from dtypelab.kernels.rounding import DEFAULT, Rounding, stochastic_engine, table_for
 from dtypelab.kernels.table import RoundingTable
 
 TABLE_BITS = 16  # formats up to this width are served by a value table
@@ -181,15 +181,7 @@ def _engine(f: Format, rounding: Rounding) -> Engine:
         raise ValueError(f"{f}: formats wider than {TABLE_BITS} bits need their own engine")
     if not rounding.stochastic:
         return TableEngine(f.rounding_table(rounding), f.bits)
-    truncating = table_for(f, rounding, truncating=True)
-    results = flush_outputs(truncating, f.min_normal) if rounding.flush_outputs else truncating  # type: ignore
-    k = truncating.n_intervals
-    positions = truncating.values[:k].copy()
-    beyond = ~np.isfinite(positions)  # overflow intervals: placed at the continued grid's next value
-    above = f.above_max if f.above_max is not None else np.inf
-    positions[beyond] = np.where(np.arange(k)[beyond] == 0, -above, above)
-    flush_below = f.min_normal if rounding.flush_inputs else 0.0
-    return StochasticEngine(truncating, results, positions, f.bits, rounding.bits_compared, flush_below or 0.0)
+    return stochastic_engine(f, rounding)
 
 
 @lru_cache(maxsize=128)

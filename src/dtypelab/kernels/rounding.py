@@ -49,6 +49,7 @@ from typing import Protocol
 
 import numpy as np
 
+from dtypelab.kernels.engine import StochasticEngine
 from dtypelab.kernels.table import BY_SIGN, DOWN, UP, RoundingTable, exact_midpoints
 
 MAX_RANDOM_BITS = 32
@@ -366,6 +367,20 @@ def table_for(f: Roundable, rounding: Rounding, truncating: bool = False) -> Rou
     return table
 
 
+def stochastic_engine(f: Roundable, rounding: Rounding) -> StochasticEngine:
+    """The engine of a stochastic ``rounding`` for ``f``: the truncating table, each interval's position (an
+    overflow interval sits at the continued grid's next value), the flushed results and the daz bound."""
+    truncating = table_for(f, rounding, truncating=True)
+    results = flush_outputs(truncating, f.min_normal) if rounding.flush_outputs else truncating  # type: ignore
+    k = truncating.n_intervals
+    positions = truncating.values[:k].copy()
+    beyond = ~np.isfinite(positions)
+    above = f.above_max if f.above_max is not None else np.inf
+    positions[beyond] = np.where(np.arange(k)[beyond] == 0, -above, above)
+    flush_below = (f.min_normal or 0.0) if rounding.flush_inputs else 0.0
+    return StochasticEngine(truncating, results, positions, f.bits, rounding.bits_compared, flush_below)
+
+
 def _check_possible(f: Roundable, rounding: Rounding) -> None:
     if (rounding.flush_inputs or rounding.flush_outputs) and f.min_normal is None:
         raise ValueError(f"{f} has no subnormals to flush: 'daz' and 'ftz' apply to floats with subnormals")
@@ -407,6 +422,6 @@ def flush_inputs(t: RoundingTable, min_normal: float) -> RoundingTable:
 
 
 __all__ = ["Rounding", "Mode", "MODES", "OVERFLOW", "SUBNORMAL_FLAGS", "DEFAULT", "register_mode", "mode_of",
-           "table_for", "flush_inputs", "flush_outputs", "MAX_RANDOM_BITS"]
+           "table_for", "stochastic_engine", "flush_inputs", "flush_outputs", "MAX_RANDOM_BITS"]
 
 DEFAULT = Rounding()
