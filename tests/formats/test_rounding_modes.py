@@ -312,6 +312,37 @@ def test_stochastic_is_reproducible_and_the_backends_agree() -> None:
             assert torch.equal(fast, ref), (spec, rounding, what)
 
 
+def _bucket_ends_and_random_patterns(n: int) -> torch.Tensor:
+    keys = np.arange(-2**15, 2**15, dtype=np.int64) << 16
+    rng = np.random.default_rng(0)
+    patterns = np.concatenate([keys, keys + 1, keys | 0xFFFF, rng.integers(-2**31, 2**31, n)]).astype(np.int32)
+    return torch.from_numpy(patterns.view(np.float32))
+
+
+@pytest.mark.parametrize(("spec", "rounding"), [
+    ("e4m3", "sr8"), ("e4m3", "sr"), ("e5m2", "sr3+ovfinf"), ("e5m2", "sr+satpropagate"), ("int8", "sr8"),
+    ("uint8", "sr"), ("e2m1", "sr20"), ("e4m3fnuz", "sr8"), ("bf16", "sr8+daz+ftz"), ("fp16", "sr+daz"),
+    ("binary8p3se", "sr4"), ("binary8p4uf", "sr")])
+def test_integer_stochastic_kernel_equals_the_reference(spec: str, rounding: str) -> None:
+    """Grids with power-of-two gaps take the integer kernel for float32 inputs; it writes the reference's bits on
+    every bucket's ends (the exact member, the next one, the last) and on a million random patterns."""
+    engine = dl.fmt(spec).engine_for(rounding)
+    assert engine.pow2_words is not None
+    x = _bucket_ends_and_random_patterns(1_000_000)
+    for what, dtype in (("value", torch.float32), ("code", engine.code_dtype)):
+        fast, ref = torch.empty(x.shape, dtype=dtype), torch.empty(x.shape, dtype=dtype)
+        nans = BACKEND.stochastic(engine, x, fast, what, 77)
+        REFERENCE.stochastic(engine, x, ref, what, 77)
+        assert torch.equal(fast.view(torch.int32) if dtype == torch.float32 else fast,
+                           ref.view(torch.int32) if dtype == torch.float32 else ref), (what, spec, rounding)
+        assert int(nans) == int(torch.isnan(x).sum())
+
+
+@pytest.mark.parametrize("spec", ["posit(8,1)", "posit(16,2)", "nf4", "dt8", "lp(8,2,2,0)"])
+def test_grids_whose_gaps_are_not_powers_of_two_keep_the_float_kernel(spec: str) -> None:
+    assert dl.fmt(spec).engine_for("sr8").pow2_words is None
+
+
 def test_half_precision_inputs_use_the_same_counters() -> None:
     f = dl.fmt("e4m3")
     x = (torch.randn(3_000_000, generator=torch.Generator().manual_seed(0)) * 30).bfloat16()  # > one chunk

@@ -106,6 +106,9 @@ class NumbaBackend(Backend):
             common = (engine.base, engine.inverse, results, np.uint64(seed), offset, engine.flush_below,
                       bits.dtype.type(-(1 << (total - 1))), *constants)
             head = (a, bits, o.numpy(), total, m.low_bits)
+            if a.dtype == np.float32 and engine.pow2_words is not None:  # integers only, two loads per input
+                return int(stochastic.apply_stochastic_pow2(bits, o.numpy(), m.low_bits, engine.pow2_words, results,
+                                                            np.uint64(seed), offset, engine.flush_bits))
             if m.form == lut.DIRECT:  # the vectorized kernels of the two branch-free forms
                 return int(stochastic.apply_stochastic_direct(*head, arrays[8], *common))
             if m.form == lut.CUT:

@@ -18,7 +18,7 @@ import torch
 from dtypelab.kernels import lut
 from dtypelab.kernels.backend import Backend, BlockRule, backend_for
 from dtypelab.kernels.random import draw_seed
-from dtypelab.kernels.stochastic import remainder_tables
+from dtypelab.kernels.stochastic import pow2_entries, remainder_tables
 from dtypelab.kernels.table import RoundingTable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -162,6 +162,25 @@ class StochasticEngine(Engine):
         """The lookup arrays of the truncating table, writing interval indices."""
         intervals = np.arange(len(self.results.values), dtype=np.int32)
         return self.index.lookup_arrays(dtype, intervals, "index")
+
+    @cached_property
+    def pow2_words(self) -> np.ndarray | None:
+        """The table of the integer kernel for float32 inputs (:func:`dtypelab.kernels.stochastic.pow2_entries`),
+        or None where it does not apply."""
+        m = self.index.lut(np.dtype(np.float32))
+        if m.form != lut.DIRECT:
+            return None
+        return pow2_entries(self.index_arrays(np.dtype(np.float32))[8], m.low_bits, self.base, self.inverse,
+                            self.random_bits)
+
+    @cached_property
+    def flush_bits(self) -> int:
+        """The float32 bit pattern of the least float32 magnitude that is not flushed (0: none is)."""
+        if self.flush_below == 0:
+            return 0
+        below = np.float32(self.flush_below)
+        below = below if below >= self.flush_below else np.nextafter(below, np.float32(np.inf))
+        return int(np.array([below], np.float32).view(np.int32)[0])
 
     def _apply(self, backend: Backend, x: torch.Tensor, out: torch.Tensor, what: str,
                generator: torch.Generator | None) -> int | torch.Tensor:

@@ -8,8 +8,13 @@ values, and the continued grid's next value for an overflow interval; :func:`rem
 (:mod:`dtypelab.kernels.random`). Exact inputs, NaN, ±inf and inputs past the last interval never move. ``delta``
 is exact where the gap is a power of two (floats, posits, integers); elsewhere it is a float64 product.
 
-The numba kernel (:func:`apply_stochastic`) and the torch reference (:func:`torch_goes_away`, used by
-:class:`dtypelab.kernels.backend.TorchBackend`) compute the same bits.
+Where every gap of the grid is a power of two and every position a multiple of its gap (floats, integers,
+P3109, MX elements), float32 inputs take :func:`apply_stochastic_pow2`: the remainder is the input's low
+significand bits, so the decision needs integers only and two table loads (:func:`pow2_entries`); posits
+(whose gaps at the regime's ends are not powers of two), LP, DT and codebooks keep the float kernel.
+
+The numba kernels (:func:`apply_stochastic` and its specialisations) and the torch reference
+(:func:`torch_goes_away`, used by :class:`dtypelab.kernels.backend.TorchBackend`) compute the same bits.
 
 Example:
     >>> bool(goes_away(0.75, np.uint64(0x4 << 60), *decision_constants(2)))  # floor(0.75*4) = 3, top bits 1: 3+1 >= 4
@@ -134,6 +139,76 @@ def apply_stochastic_cut(x, bits, out, total_bits, low_bits, index_first, cut, b
     return nans
 
 
+def pow2_entries(index_first: np.ndarray, low_bits: int, base: np.ndarray, inverse: np.ndarray, k: int
+                 ) -> np.ndarray | None:
+    """The packed words of :func:`apply_stochastic_pow2` for a direct-form float32 lookup, or None where it does
+    not apply (a gap that is not a power of two, a base off its gap's grid, a bucket that straddles the away
+    neighbour, an infinity that could move).
+
+    Where interval ``j`` has a power-of-two gap ``2^g`` toward its away neighbour and ``|p_j|`` is a multiple of
+    it, the remainder of a float32 ``|v|`` in ``[|p_j|, |p_j| + 2^g)`` is ``rem = sig & (2^r - 1)`` in units of
+    ``v``'s ulp (``sig`` the significand, implicit bit included; ``r = g - ulp exponent``, constant in a bucket),
+    so ``delta = rem / 2^r`` and ``floor(delta * 2^K) + top_K(word) >= 2^K`` becomes, with ``e = min(K, r)``,
+    ``(rem >> (r - e)) + top_e(word) >= 2^e``: integers only, and the same decision bit for bit. Each first-level
+    entry packs ``j`` (bits 0-31), the mask width ``min(r, 24)`` (32-39), the shift ``r - e`` (40-47), ``e``
+    (48-55) and an always-away flag (56: the whole bucket lies at or past the away neighbour's distance, where
+    ``delta >= 1``). An entry that cannot move has mask width 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN patterns and the infinite positions of specials
+        return _pow2_entries(index_first, low_bits, base, inverse, k)
+
+
+def _pow2_entries(index_first: np.ndarray, low_bits: int, base: np.ndarray, inverse: np.ndarray, k: int
+                  ) -> np.ndarray | None:
+    entry = np.arange(len(index_first), dtype=np.int64)
+    key, rest = entry >> 1, entry & 1
+    j = index_first.astype(np.int64)
+    low = (key << low_bits) & 0x7FFFFFFF
+    high = low + rest * ((1 << low_bits) - 1)
+    low = low + rest
+    exponent = low >> 23
+    up = 1 - (key >> (31 - low_bits))  # the sign bit is the key's top bit; +0 (low = 0) cannot move
+    inv = np.where(low > 0, inverse[2 * j + up], 0.0)
+    special = exponent == 255
+    if (special & (inv != 0) & (low == 0x7F800000)).any():  # an infinity that could move
+        return None
+    moves = (inv != 0) & ~special  # NaN never moves
+    gap = np.where(moves, 1.0 / inv, 1.0)
+    fraction, g = np.frexp(gap)
+    lo, hi = (m.astype(np.uint32).view(np.float32).astype(np.float64) for m in (low, high))
+    end = base[j] + gap
+    always = moves & (lo >= end)  # delta >= 1 everywhere in the bucket
+    if (moves & ((fraction != 0.5) | (base[j] % gap != 0) | (~always & (hi >= end)))).any():
+        return None
+    r = np.where(moves & ~always, g.astype(np.int64) - 1 - (np.maximum(exponent, 1) - 150), 0)
+    e = np.where(r > 0, np.minimum(k, r), 1)  # e = 1 where nothing moves: a shift by 64 would be undefined
+    return (j & 0xFFFFFFFF | np.clip(r, 0, 24) << 32 | np.clip(r - e, 0, 31) << 40 | e << 48
+            | always.astype(np.int64) << 56)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_stochastic_pow2(bits, out, low_bits, words, results, seed, offset, flush_bits):
+    """:func:`apply_stochastic_direct` for float32 inputs (their bit patterns) of a power-of-two-gap grid, from
+    the words of :func:`pow2_entries`: one table load and one result load per input, integers only. ``flush_bits``:
+    inputs of smaller magnitude bit pattern are zeros (daz; 0 for none). Returns the number of NaN inputs."""
+    nans = 0
+    for i in prange(bits.size):
+        b = np.int64(bits[i])
+        mag = b & 0x7FFFFFFF
+        b = b & ~np.int64(0x7FFFFFFF) if mag < flush_bits else b
+        mag = b & 0x7FFFFFFF
+        key, low = b >> low_bits & ((1 << (32 - low_bits)) - 1), b & ((1 << low_bits) - 1)
+        w = words[2 * key + (low != 0)]
+        sig = (mag & 0x7FFFFF) | np.int64(mag >= 0x800000) << 23
+        d = ((sig & ((np.int64(1) << (w >> 32 & 0xFF)) - 1)) >> (w >> 40 & 0xFF)) + ((w >> 56 & 1) << 1)
+        e = np.uint64(w >> 48 & 0xFF)
+        top = mix(seed, np.uint64(offset + i)) >> (np.uint64(64) - e)
+        total = np.uint64(d) + top
+        away = (total < np.uint64(d)) | ((total >> (e - np.uint64(1)) >> np.uint64(1)) != np.uint64(0))
+        out[i] = results[(w & 0xFFFFFFFF) + (1 - 2 * (b >> 31 & 1)) * np.int64(away)]
+        nans += mag > 0x7F800000
+    return nans
+
+
 def torch_goes_away(d: torch.Tensor, words: torch.Tensor, k: int) -> torch.Tensor:
     """:func:`goes_away` on tensors (float64 ``d >= 0``, int64 ``words`` holding the uint64 bits)."""
     s_hi, s_lo, shift, keep_low, limit = decision_constants(k)
@@ -146,4 +221,4 @@ def torch_goes_away(d: torch.Tensor, words: torch.Tensor, k: int) -> torch.Tenso
 
 
 __all__ = ["goes_away", "decision_constants", "apply_stochastic", "apply_stochastic_direct", "apply_stochastic_cut",
-           "remainder_tables", "torch_goes_away"]
+           "remainder_tables", "torch_goes_away", "pow2_entries", "apply_stochastic_pow2"]
