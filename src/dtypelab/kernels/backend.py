@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dtypelab.kernels import lut
+from dtypelab.kernels import lut, posit_closed
 from dtypelab.kernels.random import torch_words
 from dtypelab.kernels.stochastic import torch_goes_away
 from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
@@ -165,12 +165,13 @@ class TorchBackend(Backend):
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
         return torch.isnan(x64).sum() if what == "code" else 0
 
-    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
-        cpu = x.to("cpu", torch.float64)
-        result = torch.empty(cpu.shape, dtype=cpu.dtype if what == "value" else out.dtype)
-        nans = backend_for(cpu.device).posit(engine, cpu, result, what)
-        out.copy_(result)
-        return nans
+    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> torch.Tensor:
+        codes = posit_closed.torch_encode(x.reshape(-1), engine.bits, engine.es)
+        result = codes if what == "code" else posit_closed.torch_decode(codes, engine.bits, engine.es)
+        if out.dtype in (torch.float16, torch.bfloat16):  # through float32, as the CPU kernels round
+            result = result.float()
+        out.view(-1).copy_(result)
+        return torch.isnan(x).sum()
 
 
 def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first: torch.Tensor, cut: torch.Tensor,
