@@ -22,7 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dtypelab.kernels import lut, posit_closed
+from dtypelab.kernels import blockwise, lut, posit_closed
+from dtypelab.kernels.log2hist import torch_log2_hist_centres
 from dtypelab.kernels.random import torch_words
 from dtypelab.kernels.stochastic import torch_goes_away
 from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
@@ -96,10 +97,10 @@ class Backend:
         raise NotImplementedError
 
     def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+              ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
         """Fused block scaling of flat ``x`` in blocks of ``size``: ``(codes or fake-quantized values, float32
-        scales per block, blocks holding NaN)``, or None where this backend has no fused kernel for it (the
-        caller then takes the generic path, which gives the same bits)."""
+        scales per block, blocks holding NaN: an int, or a 0-d tensor on the device)``, or None where this backend
+        has no fused kernel for it (the caller then takes the generic path, which gives the same bits)."""
         return None
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
@@ -120,23 +121,49 @@ class TorchBackend(Backend):
     def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int | torch.Tensor:
         work = torch.float64 if x.dtype == torch.float64 else torch.float32  # half precision: exact in float32
         flat = x.reshape(-1).to(work)
-        dtype = np.dtype(np.float64 if work == torch.float64 else np.float32)
-        m = engine.lut(dtype)
         if what == "code":
             source, name = engine.codes, "code"
         elif out.dtype == torch.float64:
             source, name = engine.table.values, "float64"
         else:  # float32 values, cast once more for half-precision outputs (as the CPU kernels do)
             source, name = engine.table.float32_values, "float32"
-        arrays, searched = self._device_arrays(engine, dtype, source, name, x.device)
-        bits = flat.view(torch.int64 if work == torch.float64 else torch.int32)
+        out.view(-1).copy_(self._round(engine, flat, source, name))
+        return torch.isnan(flat).sum() if what == "code" else 0
+
+    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
+        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup."""
+        dtype = np.dtype(np.float64 if flat.dtype == torch.float64 else np.float32)
+        m = engine.lut(dtype)
+        arrays, searched = self._device_arrays(engine, dtype, source, name, flat.device)
+        bits = flat.view(torch.int64 if flat.dtype == torch.float64 else torch.int32)
         result = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits, *arrays)
         if m.form == lut.TWO_LEVEL:  # interval indices: sub-buckets that still straddle a threshold are searched
             if searched:
                 result = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
             result = arrays[7][result]
-        out.view(-1).copy_(result)
-        return torch.isnan(flat).sum() if what == "code" else 0
+        return result
+
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        if x.dtype != torch.float32 or size <= 0 or rule.name not in blockwise.RULES:
+            return None
+        flat = x.detach().contiguous().view(-1)
+        scales, nan = blockwise.torch_block_scales(flat, size, rule)
+        each = scales.repeat_interleave(size)[: flat.numel()]
+        v = flat / each
+        if rule.clip:
+            v = v.clamp(-np.float32(rule.qmax), np.float32(rule.qmax))
+        if rule.zero_point != 0:
+            v = v + np.float32(rule.zero_point)
+        if want_codes:
+            out = self._round(engine, v, engine.codes, "code")
+        else:  # values less the zero point, as the CPU kernel subtracts it in float32, then times the scale
+            zp = np.float32(rule.zero_point)
+            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}").mul_(each)
+        return out, scales, nan.sum()
+
+    def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
+        return torch_log2_hist_centres(rows, bins)
 
     def _device_arrays(self, engine: TableEngineLike, dtype: np.dtype, source: np.ndarray, name: str,
                        device: torch.device) -> tuple[tuple[torch.Tensor, ...], bool]:

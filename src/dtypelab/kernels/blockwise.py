@@ -15,14 +15,21 @@ that it vectorizes.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from numba import njit, prange
 
 from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL, lookup
 
+if TYPE_CHECKING:
+    from dtypelab.kernels.backend import BlockRule
+
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
 RULE_MX_CEIL, RULE_MX_EVEN, RULE_MX_RCEIL = 3, 4, 5  # the MX variants (schemes/scales.py: MxCeil ...)
+RULES = {"none": RULE_NONE, "absmax": RULE_ABSMAX, "mx": RULE_MX, "mx-ceil": RULE_MX_CEIL, "mx-even": RULE_MX_EVEN,
+         "mx-rceil": RULE_MX_RCEIL}  # BlockRule.name -> the kernels' rule
 CHUNK_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
 
 
@@ -158,3 +165,43 @@ def block_two_level(x, block, rule, qmax, emax, unit, zero_point, clip, scale_ou
 
 
 KERNELS = {DIRECT: block_direct, CUT: block_cut, TWO_LEVEL: block_two_level}  # by Lut.form
+
+
+# ---- the block scales in torch ops (any device, no host synchronisation) --------------------------------------
+
+
+def torch_block_scales(flat: torch.Tensor, size: int, rule: BlockRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_block_scale` of every block of ``size`` of flat float32 ``flat`` (the last may be short): float32
+    scales and, per block, whether it holds a NaN. The absmax is reduced on the bit patterns, as the kernels do.
+
+    Example:
+        >>> from dtypelab.kernels.backend import BlockRule
+        >>> s, nan = torch_block_scales(torch.tensor([1.0, -6.0, 0.0, float("nan")]), 2, BlockRule("absmax", 3.0))
+        >>> s.tolist(), nan.tolist()
+        ([2.0, 1.0], [False, True])
+    """
+    pad = -flat.numel() % size
+    bits = torch.nn.functional.pad(flat.view(torch.int32) & 0x7FFFFFFF, (0, pad)).view(-1, size)
+    top = bits.amax(dim=1)
+    nan, nonfinite = top > int(_INF), top >= int(_INF)
+    amax = torch.where(bits < int(_INF), bits, 0).amax(dim=1).view(torch.float32)
+    one = torch.ones_like(amax)
+    if rule.name == "none":
+        return one, nan
+    if rule.name == "absmax":
+        s = (amax.to(torch.float64) / rule.qmax).to(torch.float32).clamp(float(_TINY), float(_HUGE))
+        return torch.where(amax == 0, one, s), nan
+    a64 = torch.where(amax > 0, amax.to(torch.float64), 2.0**-126)
+    mantissa, exp = torch.frexp(a64)
+    exp = exp.long()
+    if rule.name == "mx-ceil":
+        e = exp - (mantissa == 0.5).long() - rule.emax
+    elif rule.name == "mx-even":
+        e = exp - 1 + (mantissa >= 1.0 - 2.0 ** -(rule.mbits + 2)).long() - rule.emax
+    elif rule.name == "mx-rceil":
+        top_mantissa, top_exp = math.frexp(rule.qmax * rule.unit)
+        e = exp - top_exp + (mantissa > top_mantissa).long()
+    else:
+        e = exp - 1 - rule.emax
+    s = (rule.unit * ((e.clamp(-127, 127) + 1023) << 52).view(torch.float64)).to(torch.float32)
+    return torch.where(nonfinite | (e > 127), math.nan, s), nan

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20  # elements converted at a time for half-precision inputs
 MAX_BLOCK = 1 << 16  # larger groups gain nothing from fusing (one group is one work item)
-_BLOCK_RULES = {"none": blockwise.RULE_NONE, "absmax": blockwise.RULE_ABSMAX, "mx": blockwise.RULE_MX,
-                "mx-ceil": blockwise.RULE_MX_CEIL, "mx-even": blockwise.RULE_MX_EVEN,
-                "mx-rceil": blockwise.RULE_MX_RCEIL}
 
 Kernel = Callable[[np.ndarray, torch.Tensor, int], int]  # (flat float32/64 input, flat output, offset) -> NaNs
 
@@ -116,7 +113,7 @@ class NumbaBackend(Backend):
 
     def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
               ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        if x.dtype != torch.float32 or not 0 < size <= MAX_BLOCK or rule.name not in _BLOCK_RULES:
+        if x.dtype != torch.float32 or not 0 < size <= MAX_BLOCK or rule.name not in blockwise.RULES:
             return None
         flat = x.detach().contiguous().view(-1)
         out = torch.empty(flat.numel(), dtype=engine.code_dtype if want_codes else torch.float32)
@@ -127,7 +124,7 @@ class NumbaBackend(Backend):
             zp = np.float32(rule.zero_point)
             arrays = engine.lookup_arrays(np.float32, engine.table.float32_values - zp, f"float32 - {zp}")
         m = engine.lut(np.float32)
-        nan_blocks = blockwise.KERNELS[m.form](flat.numpy(), size, _BLOCK_RULES[rule.name], float(rule.qmax),
+        nan_blocks = blockwise.KERNELS[m.form](flat.numpy(), size, blockwise.RULES[rule.name], float(rule.qmax),
                                                rule.emax, float(rule.unit), float(rule.zero_point), rule.clip,
                                                not want_codes, out.numpy(), scales.numpy(), m.low_bits, arrays,
                                                rule.mbits)

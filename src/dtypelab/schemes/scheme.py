@@ -276,8 +276,8 @@ class Scaled:
             return None
         out, scales, nan_blocks = fast
         if want_codes and scheme.rule.nonfinite_is_nan:  # as the generic path: zeros in NaN-scaled blocks
-            for b in torch.nonzero(torch.isnan(scales)).reshape(-1).tolist():
-                out[b * size:(b + 1) * size] = self._zero_code()
+            nan_scaled = torch.isnan(scales).repeat_interleave(size)[: out.numel()]  # (no host round trip)
+            out = torch.where(nan_scaled, torch.tensor(self._zero_code(), dtype=out.dtype, device=out.device), out)
         elif want_codes and scheme.format.nan_code is None and nan_blocks:
             raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")
         self.__dict__["scales"] = scales.double()
