@@ -96,11 +96,12 @@ class Backend:
         (:mod:`dtypelab.kernels.random`; element ``i`` of the flat tensor uses counter ``i``)."""
         raise NotImplementedError
 
-    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
         """Fused block scaling of flat ``x`` in blocks of ``size``: ``(codes or fake-quantized values, float32
         scales per block, blocks holding NaN: an int, or a 0-d tensor on the device)``, or None where this backend
-        has no fused kernel for it (the caller then takes the generic path, which gives the same bits)."""
+        has no fused kernel for it (the caller then takes the generic path, which gives the same bits). Under the
+        rule ``given``, ``given`` holds the float32 scale of every block (static scales)."""
         return None
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
@@ -143,12 +144,12 @@ class TorchBackend(Backend):
             result = arrays[7][result]
         return result
 
-    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         if x.dtype != torch.float32 or size <= 0 or rule.name not in blockwise.RULES:
             return None
         flat = x.detach().contiguous().view(-1)
-        scales, nan = blockwise.torch_block_scales(flat, size, rule)
+        scales, nan = blockwise.torch_block_scales(flat, size, rule, given)
         each = scales.repeat_interleave(size)[: flat.numel()]
         v = flat / each
         if rule.clip:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -111,13 +112,15 @@ class NumbaBackend(Backend):
 
         return _run(x, out, what, kernel)
 
-    def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    def block(self, engine: TableEngine, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         if x.dtype != torch.float32 or not 0 < size <= MAX_BLOCK or rule.name not in blockwise.RULES:
             return None
+        scales = torch.empty((x.numel() + size - 1) // size) if given is None else given.float().contiguous()
+        if given is not None and not bool(((scales > 0) & (scales < math.inf)).all()):
+            return None  # (numba's division refuses a zero; the generic path gives IEEE's answer)
         flat = x.detach().contiguous().view(-1)
         out = torch.empty(flat.numel(), dtype=engine.code_dtype if want_codes else torch.float32)
-        scales = torch.empty((flat.numel() + size - 1) // size, dtype=torch.float32)
         if want_codes:
             arrays = engine.lookup_arrays(np.float32, engine.codes, "code")
         else:  # values less the zero point, as the kernel would subtract it in float32
