@@ -235,7 +235,8 @@ def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
     return torch.where(x64 == float("-inf"), t.ninf_index, idx)
 
 
-_MODULES = {"cpu": "dtypelab.kernels.cpu"}  # device type -> module defining BACKEND (imported on first use)
+_MODULES = {"cpu": "dtypelab.kernels.cpu", "cuda": "dtypelab.kernels.gpu"}  # device type -> module defining
+# BACKEND, imported on the first tensor of that device type
 _LOADED: dict[str, Backend] = {}
 REFERENCE = TorchBackend()
 
