@@ -22,7 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dtypelab.kernels import lut
+from dtypelab.kernels import blockwise, lut, posit_closed
+from dtypelab.kernels.log2hist import torch_log2_hist_centres
 from dtypelab.kernels.random import torch_words
 from dtypelab.kernels.stochastic import torch_goes_away
 from dtypelab.kernels.table import BY_SIGN, UP, RoundingTable
@@ -95,11 +96,12 @@ class Backend:
         (:mod:`dtypelab.kernels.random`; element ``i`` of the flat tensor uses counter ``i``)."""
         raise NotImplementedError
 
-    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
         """Fused block scaling of flat ``x`` in blocks of ``size``: ``(codes or fake-quantized values, float32
-        scales per block, blocks holding NaN)``, or None where this backend has no fused kernel for it (the
-        caller then takes the generic path, which gives the same bits)."""
+        scales per block, blocks holding NaN: an int, or a 0-d tensor on the device)``, or None where this backend
+        has no fused kernel for it (the caller then takes the generic path, which gives the same bits). Under the
+        rule ``given``, ``given`` holds the float32 scale of every block (static scales)."""
         return None
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
@@ -120,23 +122,49 @@ class TorchBackend(Backend):
     def table(self, engine: TableEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int | torch.Tensor:
         work = torch.float64 if x.dtype == torch.float64 else torch.float32  # half precision: exact in float32
         flat = x.reshape(-1).to(work)
-        dtype = np.dtype(np.float64 if work == torch.float64 else np.float32)
-        m = engine.lut(dtype)
         if what == "code":
             source, name = engine.codes, "code"
         elif out.dtype == torch.float64:
             source, name = engine.table.values, "float64"
         else:  # float32 values, cast once more for half-precision outputs (as the CPU kernels do)
             source, name = engine.table.float32_values, "float32"
-        arrays, searched = self._device_arrays(engine, dtype, source, name, x.device)
-        bits = flat.view(torch.int64 if work == torch.float64 else torch.int32)
+        out.view(-1).copy_(self._round(engine, flat, source, name))
+        return torch.isnan(flat).sum() if what == "code" else 0
+
+    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
+        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup."""
+        dtype = np.dtype(np.float64 if flat.dtype == torch.float64 else np.float32)
+        m = engine.lut(dtype)
+        arrays, searched = self._device_arrays(engine, dtype, source, name, flat.device)
+        bits = flat.view(torch.int64 if flat.dtype == torch.float64 else torch.int32)
         result = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits, *arrays)
         if m.form == lut.TWO_LEVEL:  # interval indices: sub-buckets that still straddle a threshold are searched
             if searched:
                 result = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
             result = arrays[7][result]
-        out.view(-1).copy_(result)
-        return torch.isnan(flat).sum() if what == "code" else 0
+        return result
+
+    def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        if x.dtype != torch.float32 or size <= 0 or rule.name not in blockwise.RULES:
+            return None
+        flat = x.detach().contiguous().view(-1)
+        scales, nan = blockwise.torch_block_scales(flat, size, rule, given)
+        each = scales.repeat_interleave(size)[: flat.numel()]
+        v = flat / each
+        if rule.clip:
+            v = v.clamp(-np.float32(rule.qmax), np.float32(rule.qmax))
+        if rule.zero_point != 0:
+            v = v + np.float32(rule.zero_point)
+        if want_codes:
+            out = self._round(engine, v, engine.codes, "code")
+        else:  # values less the zero point, as the CPU kernel subtracts it in float32, then times the scale
+            zp = np.float32(rule.zero_point)
+            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}").mul_(each)
+        return out, scales, nan.sum()
+
+    def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
+        return torch_log2_hist_centres(rows, bins)
 
     def _device_arrays(self, engine: TableEngineLike, dtype: np.dtype, source: np.ndarray, name: str,
                        device: torch.device) -> tuple[tuple[torch.Tensor, ...], bool]:
@@ -165,12 +193,13 @@ class TorchBackend(Backend):
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
         return torch.isnan(x64).sum() if what == "code" else 0
 
-    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> int:
-        cpu = x.to("cpu", torch.float64)
-        result = torch.empty(cpu.shape, dtype=cpu.dtype if what == "value" else out.dtype)
-        nans = backend_for(cpu.device).posit(engine, cpu, result, what)
-        out.copy_(result)
-        return nans
+    def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> torch.Tensor:
+        codes = posit_closed.torch_encode(x.reshape(-1), engine.bits, engine.es)
+        result = codes if what == "code" else posit_closed.torch_decode(codes, engine.bits, engine.es)
+        if out.dtype in (torch.float16, torch.bfloat16):  # through float32, as the CPU kernels round
+            result = result.float()
+        out.view(-1).copy_(result)
+        return torch.isnan(x).sum()
 
 
 def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first: torch.Tensor, cut: torch.Tensor,
@@ -206,7 +235,8 @@ def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
     return torch.where(x64 == float("-inf"), t.ninf_index, idx)
 
 
-_MODULES = {"cpu": "dtypelab.kernels.cpu"}  # device type -> module defining BACKEND (imported on first use)
+_MODULES = {"cpu": "dtypelab.kernels.cpu", "cuda": "dtypelab.kernels.gpu"}  # device type -> module defining
+# BACKEND, imported on the first tensor of that device type
 _LOADED: dict[str, Backend] = {}
 REFERENCE = TorchBackend()
 

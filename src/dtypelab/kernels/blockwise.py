@@ -15,14 +15,22 @@ that it vectorizes.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from numba import njit, prange
 
 from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL, lookup
 
+if TYPE_CHECKING:
+    from dtypelab.kernels.backend import BlockRule
+
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
 RULE_MX_CEIL, RULE_MX_EVEN, RULE_MX_RCEIL = 3, 4, 5  # the MX variants (schemes/scales.py: MxCeil ...)
+RULE_GIVEN = 6  # the scales are the caller's (static scales): ``scales`` is read, not written
+RULES = {"none": RULE_NONE, "absmax": RULE_ABSMAX, "mx": RULE_MX, "mx-ceil": RULE_MX_CEIL, "mx-even": RULE_MX_EVEN,
+         "mx-rceil": RULE_MX_RCEIL, "given": RULE_GIVEN}  # BlockRule.name -> the kernels' rule
 CHUNK_ELEMENTS = 1 << 14  # elements per parallel work item (whole blocks)
 
 
@@ -110,8 +118,11 @@ def _blocks(form, x, block, rule, qmax, emax, unit, zero_point, clip, scale_out,
         scaled_bits = scaled.view(np.int32)
         for b in range(c * per_chunk, min((c + 1) * per_chunk, nblocks)):
             start, end = np.uint64(b * block), np.uint64(min(b * block + block, n))
-            s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit, mbits)
-            scales[b] = s
+            if rule == RULE_GIVEN:  # the caller's scale (a static one)
+                s, nan = scales[b], _absmax(bits, start, end)[1]
+            else:
+                s, nan = _block_scale(bits, start, end, rule, qmax, emax, unit, mbits)
+                scales[b] = s
             nan_blocks += nan
             for i in range(start, end):  # (vectorized: the lookup below is not)
                 scaled[i - c0] = _element(x[i], s, clip, lim, zp)
@@ -133,7 +144,8 @@ def block_direct(x, block, rule, qmax, emax, unit, zero_point, clip, scale_out, 
     """Quantize float32 ``x`` in blocks of ``block`` (the last may be short) through a direct :class:`Lut`, whose
     arrays (:func:`lut.lookup`'s nine) ``lut_arrays`` holds. Returns the number of blocks that hold a NaN.
 
-    ``scales[b]`` receives each block's scale, ``out[i]`` the lookup's result (codes, or values less the zero
+    ``scales[b]`` receives each block's scale (under ``RULE_GIVEN`` it holds it already), ``out[i]`` the lookup's
+    result (codes, or values less the zero
     point); with ``scale_out`` the result times the block's scale (fake-quantized float32 values). ``mbits``: the
     element's fraction bits, for ``RULE_MX_EVEN``.
     """
@@ -158,3 +170,47 @@ def block_two_level(x, block, rule, qmax, emax, unit, zero_point, clip, scale_ou
 
 
 KERNELS = {DIRECT: block_direct, CUT: block_cut, TWO_LEVEL: block_two_level}  # by Lut.form
+
+
+# ---- the block scales in torch ops (any device, no host synchronisation) --------------------------------------
+
+
+def torch_block_scales(flat: torch.Tensor, size: int, rule: BlockRule, given: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_block_scale` of every block of ``size`` of flat float32 ``flat`` (the last may be short): float32
+    scales (``given`` ones under the rule ``given``) and, per block, whether it holds a NaN. The absmax is reduced
+    on the bit patterns, as the kernels do.
+
+    Example:
+        >>> from dtypelab.kernels.backend import BlockRule
+        >>> s, nan = torch_block_scales(torch.tensor([1.0, -6.0, 0.0, float("nan")]), 2, BlockRule("absmax", 3.0))
+        >>> s.tolist(), nan.tolist()
+        ([2.0, 1.0], [False, True])
+    """
+    pad = -flat.numel() % size
+    bits = torch.nn.functional.pad(flat.view(torch.int32) & 0x7FFFFFFF, (0, pad)).view(-1, size)
+    top = bits.amax(dim=1)
+    nan, nonfinite = top > int(_INF), top >= int(_INF)
+    amax = torch.where(bits < int(_INF), bits, 0).amax(dim=1).view(torch.float32)
+    one = torch.ones_like(amax)
+    if rule.name == "given":
+        return given, nan
+    if rule.name == "none":
+        return one, nan
+    if rule.name == "absmax":
+        s = (amax.to(torch.float64) / rule.qmax).to(torch.float32).clamp(float(_TINY), float(_HUGE))
+        return torch.where(amax == 0, one, s), nan
+    a64 = torch.where(amax > 0, amax.to(torch.float64), 2.0**-126)
+    mantissa, exp = torch.frexp(a64)
+    exp = exp.long()
+    if rule.name == "mx-ceil":
+        e = exp - (mantissa == 0.5).long() - rule.emax
+    elif rule.name == "mx-even":
+        e = exp - 1 + (mantissa >= 1.0 - 2.0 ** -(rule.mbits + 2)).long() - rule.emax
+    elif rule.name == "mx-rceil":
+        top_mantissa, top_exp = math.frexp(rule.qmax * rule.unit)
+        e = exp - top_exp + (mantissa > top_mantissa).long()
+    else:
+        e = exp - 1 - rule.emax
+    s = (rule.unit * ((e.clamp(-127, 127) + 1023) << 52).view(torch.float64)).to(torch.float32)
+    return torch.where(nonfinite | (e > 127), math.nan, s), nan

@@ -76,8 +76,8 @@ class Engine:
         out = prepare_out(x, out, self.code_dtype)
         return out, self._apply(backend_for(x.device), x.detach(), out, "code", generator)
 
-    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
         """Fused block scaling where the device's backend has a kernel for it (see :meth:`Backend.block`)."""
         return None
 
@@ -126,9 +126,9 @@ class TableEngine(Engine):
                generator: torch.Generator | None) -> int | torch.Tensor:
         return backend.table(self, x, out, what)
 
-    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        return backend_for(x.device).block(self, x, size, rule, want_codes)
+    def block(self, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor] | None:
+        return backend_for(x.device).block(self, x, size, rule, want_codes, given)
 
 
 class PositEngine(Engine):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from numba import get_num_threads, njit, prange
 
 CHUNK = 1 << 16  # elements per work item when one row is split
@@ -96,3 +97,28 @@ def log2_hist_centres(rows: np.ndarray, bins: int) -> np.ndarray:
         _per_row(rows, bins, out)
         return out
     return np.array([_chunked_row(row, bins) for row in rows])
+
+
+def torch_log2_hist_centres(rows: torch.Tensor, bins: int) -> torch.Tensor:
+    """:func:`log2_hist_centres` in tensor ops on ``rows``' device (float64 ``[rows]``, no host synchronisation):
+    the same bins and the same first fullest bin, with ``log2`` in float64.
+
+    Example:
+        >>> float(torch_log2_hist_centres(torch.tensor([[0.25, 0.25, 4.0]]), 4)[0])
+        -1.5
+    """
+    a = rows.detach().abs()
+    a = a if a.dtype in (torch.float32, torch.float64) else a.float()  # exact for half precision
+    valid = (a != 0) & (a < math.inf)  # NaN fails `a < inf`
+    lo = torch.where(valid, a, math.inf).amin(dim=1).to(torch.float64)
+    hi = torch.where(valid, a, 0).amax(dim=1).to(torch.float64)
+    empty = lo > hi
+    lo, hi = torch.log2(torch.where(empty, 1.0, lo)), torch.log2(torch.where(empty, 1.0, hi))
+    width = (hi - lo) / bins
+    logs = torch.log2(torch.where(valid, a, 1).to(torch.float64))
+    safe = torch.where(width > 0, width, 1.0)[:, None]
+    b = torch.where(width[:, None] > 0, torch.floor((logs - lo[:, None]) / safe), 0).clamp(0, bins - 1).long()
+    counts = torch.zeros(rows.shape[0], bins + 1, dtype=torch.int64, device=rows.device)
+    counts.scatter_add_(1, torch.where(valid, b, bins), torch.ones_like(b))  # column `bins`: left-out elements
+    k = counts[:, :bins].argmax(dim=1)  # the first of equal counts
+    return torch.where(empty, math.nan, lo + (k + 0.5) * width)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from numba import njit, prange
 
 
@@ -110,3 +111,86 @@ def decode(codes, out, n, es):
     """``out[i]`` = the value of pattern ``codes[i]``."""
     for i in prange(codes.size):
         out[i] = pattern_value(int(codes[i]), n, es)
+
+
+# ---- the same closed form in torch integer ops (any device, no host synchronisation) ---------------------------
+
+_F64_MAGNITUDE, _F64_FRACTION = 0x7FFFFFFFFFFFFFFF, (1 << 52) - 1
+
+
+def _shl(a: int, by: torch.Tensor) -> torch.Tensor:
+    """``a << by`` elementwise (int64)."""
+    return torch.bitwise_left_shift(torch.full_like(by, a), by)
+
+
+def torch_encode(x: torch.Tensor, n: int, es: int) -> torch.Tensor:
+    """:func:`round_to_pattern` of every element of ``x`` (any float dtype, any device) as int64 patterns, in
+    integer tensor ops on the float64 bit pattern: regime, exponent and the 52 fraction bits laid out and rounded
+    to ``n - 1`` bits, to nearest with ties to even.
+
+    Example:
+        >>> torch_encode(torch.tensor([1.0, -1.0, 0.0, float("nan"), 1e30, 1e-30]), 16, 1).tolist()
+        [16384, 49152, 0, 32768, 32767, 1]
+    """
+    bits = x.detach().to(torch.float64).view(torch.int64)
+    magnitude = bits & _F64_MAGNITUDE
+    biased = magnitude >> 52
+    max_exp = (n - 2) << es
+    big_e = biased - 1023
+    inside = (big_e < max_exp) & (big_e >= -max_exp)
+    big_e = torch.where(inside, big_e, 0)  # outside: saturated below (this keeps every shift in range)
+    k = big_e >> es
+    e = big_e - (k << es)
+    up = k >= 0
+    reg_len = torch.where(up, k + 2, 1 - k)
+    reg_bits = torch.where(up, (_shl(1, (k + 1).clamp(min=0)) - 1) << 1, 1)
+    avail = n - 1 - reg_len
+    tail = (e << 52) | (magnitude & _F64_FRACTION)
+    dropped = es + 52 - avail  # >= 1 for every n <= 32
+    p = torch.bitwise_left_shift(reg_bits, avail) | torch.bitwise_right_shift(tail, dropped)
+    guard = torch.bitwise_right_shift(tail, dropped - 1) & 1
+    sticky = (tail & (_shl(1, dropped - 1) - 1)) != 0
+    p = p + ((guard == 1) & (sticky | ((p & 1) == 1))).long()
+    p = torch.where(inside, p, torch.where(biased - 1023 >= max_exp, (1 << (n - 1)) - 1, 1))
+    p = torch.where(magnitude == 0, 0, p)
+    p = torch.where(bits < 0, ((1 << n) - p) & ((1 << n) - 1), p)
+    return torch.where(biased == 0x7FF, 1 << (n - 1), p)  # NaN and infinities: NaR
+
+
+def _bit_length(v: torch.Tensor) -> torch.Tensor:
+    """Bits needed for each non-negative ``v < 2**53`` (0 for 0): frexp's exponent, exact in float64."""
+    return torch.where(v > 0, torch.frexp(v.to(torch.float64)).exponent.long(), 0)
+
+
+def _pow2(exponent: torch.Tensor) -> torch.Tensor:
+    """``2.0 ** exponent`` for integers in float64's normal range, built from the bit pattern (exact)."""
+    return ((exponent + 1023) << 52).view(torch.float64)
+
+
+def torch_decode(p: torch.Tensor, n: int, es: int) -> torch.Tensor:
+    """:func:`pattern_value` of every pattern of ``p`` (an integer tensor, any device), float64 (NaR: NaN).
+
+    Example:
+        >>> torch_decode(torch.tensor([16384, 49152, 0, 32768, 32767, 1]), 16, 1).tolist()
+        [1.0, -1.0, 0.0, nan, 268435456.0, 3.725290298461914e-09]
+    """
+    mask = (1 << n) - 1
+    p = p.long() & mask
+    negative = (p >> (n - 1)) & 1 == 1
+    q = torch.where(negative, (-p) & mask, p)
+    body = q & ((1 << (n - 1)) - 1)
+    first = (body >> (n - 2)) & 1 == 1
+    run = (n - 1) - _bit_length(torch.where(first, ~body & ((1 << (n - 1)) - 1), body))
+    k = torch.where(first, run - 1, -run)
+    rest = (n - 2 - run).clamp(min=0)  # bits after the terminator
+    take = rest.clamp(max=es)
+    e = ((q >> (rest - take)) & (_shl(1, take) - 1)) << (es - take)
+    f_bits = rest - take
+    f = q & (_shl(1, f_bits) - 1)
+    exponent = (k << es) + e
+    mantissa = 1.0 + f.to(torch.float64) / _pow2(f_bits)
+    half = exponent >> 1  # two exact steps: each power of two stays in float64's normal range
+    value = mantissa * _pow2(half) * _pow2(exponent - half)
+    value = torch.where(negative, -value, value)
+    value = torch.where(p == 0, 0.0, value)
+    return torch.where(p == 1 << (n - 1), float("nan"), value)

@@ -40,7 +40,7 @@ from dtypelab.formats import Format, fmt
 from dtypelab.kernels.backend import BlockRule
 from dtypelab.kernels.engine import check_input
 from dtypelab.kernels.rounding import DEFAULT, Rounding
-from dtypelab.schemes.granularity import Granularity, Layout
+from dtypelab.schemes.granularity import Granularity, Layout, PerTensor
 from dtypelab.schemes.granularity import granularity as granularity_of
 from dtypelab.schemes.scale_storage import NONE, ScaleStorage, scale_storage
 from dtypelab.schemes.scales import ElementRange, ScaleRule, element_range, scale_rule
@@ -176,6 +176,9 @@ class Scheme:
                          self.rule.clips, rng.mbits or 0)
 
 
+STATIC_BLOCK = 1 << 14  # elements per work item of the fused static-scale pass (one scale for all)
+
+
 class Scaled:
     """A tensor under a scheme, on the way to its stored form: rows ``[groups, size]`` and one stored scale per
     row. Made by :meth:`Scheme.scale`; everything is computed on first use.
@@ -235,7 +238,7 @@ class Scaled:
 
     def dequantize(self) -> torch.Tensor:
         """``Q(x / s) * s`` in ``x``'s shape and dtype (the fake-quantized tensor)."""
-        fast = self._fused(want_codes=False)
+        fast = self._fused(want_codes=False) if self.static is None else self._fused_static()
         if fast is not None:
             return fast.view(self.x.shape)
         if self.unit_scales:
@@ -276,12 +279,26 @@ class Scaled:
             return None
         out, scales, nan_blocks = fast
         if want_codes and scheme.rule.nonfinite_is_nan:  # as the generic path: zeros in NaN-scaled blocks
-            for b in torch.nonzero(torch.isnan(scales)).reshape(-1).tolist():
-                out[b * size:(b + 1) * size] = self._zero_code()
+            nan_scaled = torch.isnan(scales).repeat_interleave(size)[: out.numel()]  # (no host round trip)
+            out = torch.where(nan_scaled, torch.tensor(self._zero_code(), dtype=out.dtype, device=out.device), out)
         elif want_codes and scheme.format.nan_code is None and nan_blocks:
             raise ValueError(f"{scheme.format} has no NaN code, but the input holds NaN value(s)")
         self.__dict__["scales"] = scales.double()
         return out
+
+    def _fused_static(self) -> torch.Tensor | None:
+        """``Q(x / s) * s`` in one pass for one static scale per tensor (float32), where the device's backend fuses
+        it (a static activation quantizer's every forward); None otherwise. Bit-identical to the generic path."""
+        scheme, x, s = self.scheme, self.x, self.static
+        if s.numel() != 1 or x.dtype != torch.float32 or x.requires_grad or not x.is_contiguous() \
+                or not isinstance(scheme.granularity, PerTensor):
+            return None
+        rng = scheme.element_range
+        rule = BlockRule("given", rng.max, 0, rng.unit, rng.zero_point, scheme.rule.clips, rng.mbits or 0)
+        size = STATIC_BLOCK
+        given = s.detach().reshape(1).to(torch.float32).expand((x.numel() + size - 1) // size)
+        fast = scheme.format.engine_for(scheme.rounding).block(x, size, rule, False, given)
+        return None if fast is None else fast[0].view(x.shape)
 
     def _zero_code(self) -> int:
         zero = torch.tensor([self.scheme.element_range.zero_point], dtype=self.work_dtype)
