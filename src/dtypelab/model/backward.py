@@ -151,7 +151,7 @@ def attach_backward(model: nn.Module, config: QuantConfig | Mapping[str, Any] | 
     if previous is not None:
         previous.remove()
     state = BackwardState(model, plans)
-    for name, plan in plans.items():
+    for plan in plans.values():
         args = kind_of(plan.module).activation_args
         if plan.backward.error is not None and args:
             hook = ErrorRounding(Scheme.parse(plan.backward.error), args, generator)
