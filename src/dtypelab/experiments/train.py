@@ -135,6 +135,13 @@ class TrainConfig(BaseModel):
     optimizer: OptimizerSpec = OptimizerSpec()
     loss_scale: Any = None
 
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {v!r}")
+        return v
+
     @field_validator("epochs", "batch_size", "train_limit", "test_limit")
     @classmethod
     def _positive(cls, v: int | None, info: Any) -> int | None:
