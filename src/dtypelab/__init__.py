@@ -25,6 +25,7 @@ _LAZY = {
     "search": ("dtypelab.experiments.search", None),
     "experiments": ("dtypelab.experiments", None),
     "cost": ("dtypelab.cost", None),
+    "training": ("dtypelab.training", None),
 }
 
 

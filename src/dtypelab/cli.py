@@ -14,6 +14,7 @@ Example:
     $ dtypelab search --workload digits-vgg --space lp --budget 5.0
     $ dtypelab search --workload digits-vgg --space "posit(6,1),posit(8,1)/channel/sqnr" --budget 7
     $ dtypelab cost --workload digits-vgg --config config.yaml
+    $ dtypelab train -w digits-vgg --config train.yaml --out runs/train-bf16
 """
 
 from __future__ import annotations
@@ -341,6 +342,36 @@ def sensitivity(
         result = measure(wl, scheme, activations, limit=limit, batches=batches)
         paths = write(result, out or Path("runs") / f"sensitivity-{wl.name}")
     typer.echo(result.table())
+    typer.echo("\nwrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def train(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="A trainable workload (digits-vgg).")],
+    config: Annotated[Path | None, typer.Option(help="A training config (YAML/JSON/TOML); default: FP32.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the config's, else the workload's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model, the batches and stochastic rounding.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/train-WORKLOAD-CONFIG).")] = None,
+    fp32: Annotated[bool, typer.Option(help="Also train the FP32 baseline (same seed and schedule) beside it.")]
+    = True,
+) -> None:
+    """Train a workload's model from scratch under a config; write curves (JSON, CSV, PNG) and a report."""
+    from dtypelab._markdown import markdown_table
+    from dtypelab.experiments.train import TrainConfig, fp32_config
+    from dtypelab.experiments.train import train as run_train
+    from dtypelab.report import training_report
+
+    with _one_line_errors():
+        overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+        TrainConfig(**overrides)  # a bad --epochs or --seed is named here
+        cfg = TrainConfig.coerce(config).model_copy(update=overrides)
+        label = config.stem if config is not None else "fp32"
+        out = out or Path("runs") / f"train-{workload}-{label}"
+        runs = [run_train(workload, fp32_config(cfg), label="fp32")] if fp32 and config is not None else []
+        runs.append(run_train(workload, cfg, label=label))
+        paths = training_report.write(runs, out, f"{workload} from scratch ({label})")
+    header, rows = training_report.table(runs)
+    typer.echo(markdown_table(header, rows))
     typer.echo("\nwrote " + ", ".join(str(p) for p in paths))
 
 

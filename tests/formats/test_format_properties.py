@@ -60,6 +60,7 @@ STRATEGIES = {
     "int": st.integers(2, MAX_BITS).map(lambda n: f"int({n})"),
     "uint": st.integers(2, MAX_BITS).map(lambda n: f"uint({n})"),
     "dt": st.integers(3, 8).map(lambda n: f"dt({n})"),
+    "udt": st.integers(3, 8).map(lambda n: f"udt({n})"),
     "nf4": st.just("nf4"),
     "codebook": codebook_specs(),
 }

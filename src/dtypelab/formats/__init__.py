@@ -2,7 +2,7 @@
 
 from dtypelab.formats import registry
 from dtypelab.formats.base import Format
-from dtypelab.formats.codebook import NF4, Codebook, DynamicTree
+from dtypelab.formats.codebook import NF4, Codebook, DynamicTree, UnsignedDynamicTree
 from dtypelab.formats.float import E8M0, Domain, FloatFormat, Signedness, ieee, p3109, unsigned_float
 from dtypelab.formats.integer import Integer
 from dtypelab.formats.lp import LogPosit
@@ -25,5 +25,5 @@ def __getattr__(name: str) -> str:
 
 
 __all__ = ["Format", "Posit", "LogPosit", "FloatFormat", "Domain", "Signedness", "ieee", "p3109", "unsigned_float",
-           "E8M0", "Integer", "Codebook", "NF4", "DynamicTree", "fmt", "register_family", "register_pattern",
-           "register_alias", "valid_forms", "families", "STANDARD_FORMATS", "VALID_FORMS"]
+           "E8M0", "Integer", "Codebook", "NF4", "DynamicTree", "UnsignedDynamicTree", "fmt", "register_family",
+           "register_pattern", "register_alias", "valid_forms", "families", "STANDARD_FORMATS", "VALID_FORMS"]

@@ -1,4 +1,5 @@
-"""Codebook formats: any finite sorted value set, coded by index — NF4, the dynamic tree DT(n), or your own.
+"""Codebook formats: any finite sorted value set, coded by index — NF4, the dynamic tree DT(n) and its unsigned
+form UDT(n) (8-bit optimizers' second moment), or your own.
 
 Rounding is to the nearest value, ties to the even index, saturating at both ends.
 
@@ -8,6 +9,8 @@ Example:
     [0.0, 0.5, 1.0, 1.0]
     >>> dl.fmt("dt8").values().shape, dl.fmt("dt8").max
     (torch.Size([256]), 1.0)
+    >>> dl.fmt("udt8").values().shape, float(dl.fmt("udt8").values()[0])
+    (torch.Size([256]), 0.0)
 """
 
 from __future__ import annotations
@@ -96,13 +99,36 @@ class DynamicTree(IndexedFormat):
         return f"dt{self.n}"
 
 
-def _dynamic_tree(n: int) -> tuple[float, ...]:
+@dataclass(frozen=True, repr=False)
+class UnsignedDynamicTree(IndexedFormat):
+    """UDT(n), n in 3..8: bitsandbytes' ``create_dynamic_map(signed=False, max_exponent_bits=n-1, total_bits=n)``,
+    the code of 8-bit optimizers' second moment (which is never negative).
+
+    The sign bit becomes one more fraction bit: for i = 0..n-2, 2^(i+1) values 10^(i-(n-2)) * mean of adjacent
+    float32 ``linspace(0.1, 1, 2^(i+1)+1)`` points, plus 0 and +1.0: 2^n values in [0, 1]. Negative inputs round
+    to 0.
+    """
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and 3 <= self.n <= 8):
+            raise ValueError(f"udt(n): n must be an integer in 3..8, got {self.n!r}")
+
+    def table(self) -> tuple[float, ...]:
+        return _dynamic_tree(self.n, signed=False)
+
+    def __str__(self) -> str:
+        return f"udt{self.n}"
+
+
+def _dynamic_tree(n: int, signed: bool = True) -> tuple[float, ...]:
     data: list[float] = [0.0, 1.0]
     for i in range(n - 1):
-        bounds = torch.linspace(0.1, 1, 2**i + 1, dtype=torch.float32)
+        bounds = torch.linspace(0.1, 1, 2 ** (i if signed else i + 1) + 1, dtype=torch.float32)
         means = (bounds[:-1] + bounds[1:]) / 2.0
         level = (10 ** (i - (n - 2))) * means
-        data += level.tolist() + (-level).tolist()
+        data += level.tolist() + ((-level).tolist() if signed else [])
     return tuple(sorted(data))
 
 
@@ -117,8 +143,14 @@ def _dt(args: list[str]) -> DynamicTree:
     return DynamicTree(*int_args(args, 1, "dt"))
 
 
+def _udt(args: list[str]) -> UnsignedDynamicTree:
+    return UnsignedDynamicTree(*int_args(args, 1, "udt"))
+
+
 register_family("dt", _dt, forms=("dt(n)",))
 register_pattern(r"dt(\d+)", _dt, "dtN")
+register_family("udt", _udt, forms=("udt(n)",))
+register_pattern(r"udt(\d+)", _udt, "udtN")
 register_family("nf4", lambda a: NF4(*int_args(a, 0, "nf4")), forms=("nf4()",))
 register_alias("nf4", NF4())
 register_family("codebook", _codebook, forms=("codebook(v1,v2,...)",))

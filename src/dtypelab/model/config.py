@@ -25,6 +25,13 @@ is not ``rtn``, so existing configs read and write as before.
 channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
 is written by ``to_dict`` only where set.
 
+``backward: {error: SCHEME, weight_grad: SCHEME, saved: SCHEME}`` (a layer option, default null: the straight-through
+FP32 backward) rounds, in the backward pass, the gradient w.r.t. the layer's input (the error it passes back), the
+gradient w.r.t. its weights, and the activations it saves for the backward (its input, stored in that format), each
+by its own scheme and rounding (``e5m2/tensor/absmax//sr``); :func:`dtypelab.model.backward.attach_backward` attaches
+it. A rule's ``backward`` changes only the keys it gives (``backward: null`` clears them all); ``to_dict`` writes it
+only where set.
+
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
 ``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
@@ -107,6 +114,35 @@ def _equalize_spec(v: Any) -> str | None:
     return None if v is None else str(equalizer(v))
 
 
+class BackwardSpec(BaseModel):
+    """The schemes of a layer's backward pass (None: FP32): ``error`` (gradient w.r.t. the layer's input),
+    ``weight_grad`` (w.r.t. its weights), ``saved`` (the input it saves for the backward)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error: str | None = None
+    weight_grad: str | None = None
+    saved: str | None = None
+
+    @field_validator("error", "weight_grad", "saved", mode="before")
+    @classmethod
+    def _schemes(cls, v: Any) -> str | None:
+        return _scheme_spec(v)
+
+    @property
+    def active(self) -> bool:
+        """Whether any part of the backward is rounded."""
+        return any(v is not None for v in (self.error, self.weight_grad, self.saved))
+
+
+def _merge_backward(base: BackwardSpec | None, rule: LayerRule) -> BackwardSpec | None:
+    """``base`` with the keys a rule's ``backward`` sets (``backward: null`` clears them)."""
+    if rule.backward is None:
+        return None
+    given = {k: getattr(rule.backward, k) for k in rule.backward.model_fields_set}
+    return BackwardSpec(**{**(base.model_dump() if base is not None else {}), **given})
+
+
 class LayerRule(BaseModel):
     """An override for the layers a pattern matches; only the fields given override."""
 
@@ -119,6 +155,7 @@ class LayerRule(BaseModel):
     bias: Bias | None = None
     weight_method: str | None = None
     equalize: str | None = None
+    backward: BackwardSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -155,7 +192,7 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method", "equalize") if k in self.model_fields_set}
+                                              "weight_method", "equalize", "backward") if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -170,6 +207,7 @@ class QuantConfig(BaseModel):
     layers: list[LayerRule] = []
     weight_method: str = "rtn"
     equalize: str | None = None
+    backward: BackwardSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -235,7 +273,10 @@ class QuantConfig(BaseModel):
             del d["weight_method"]
         if d["equalize"] is None:
             del d["equalize"]
-        d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
+        if d["backward"] is None:
+            del d["backward"]
+        d["layers"] = [{"match": r.match, **{k: v.model_dump(exclude_unset=True) if isinstance(v, BackwardSpec) else v
+                                             for k, v in r.overrides().items()}} for r in self.layers]
         return d
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
@@ -269,6 +310,7 @@ class LayerPlan:
         weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
             (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
         equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
+        backward: the schemes of its backward pass (:class:`BackwardSpec`), or None (straight-through FP32).
     """
 
     name: str
@@ -279,6 +321,7 @@ class LayerPlan:
     bias: str = "float"
     weight_method: str = "rtn"
     equalize: str | None = None
+    backward: BackwardSpec | None = None
 
     @property
     def needs_inputs(self) -> bool:
@@ -362,13 +405,16 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
-                    "weight_method": cfg.weight_method, "equalize": cfg.equalize} for n in layers}
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize, "backward": cfg.backward}
+                for n in layers}
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
             raise _no_match_error(rule, layers)
         for n in matched:
-            settings[n].update(rule.overrides())
+            backward = _merge_backward(settings[n]["backward"], rule) if "backward" in rule.model_fields_set \
+                else settings[n]["backward"]
+            settings[n].update(rule.overrides(), backward=backward)
 
     plans: dict[str, LayerPlan] = {}
     tied: dict[int, tuple[str, Scheme | None, bool]] = {}
@@ -413,8 +459,10 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
                                  "rounds once (gptq) or equalize fits a weight to one layer's inputs: use method: "
                                  "rtn and no equalize on tied weights")
             tied.setdefault(key, (name, weight, rounds_once))
-        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"])
+        backward = s["backward"] if s["backward"] is not None and s["backward"].active else None
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
+                                backward)
     return plans
 
 
-__all__ = ["QuantConfig", "LayerRule", "LayerPlan", "resolve", "quantizable_layers"]
+__all__ = ["QuantConfig", "LayerRule", "LayerPlan", "BackwardSpec", "resolve", "quantizable_layers"]
