@@ -54,6 +54,17 @@ def test_weight_gradient_is_the_scheme_applied_to_the_fp32_one() -> None:
     assert torch.equal(got["relu_out"], fp32["relu_out"])  # errors stay FP32
 
 
+def test_restore_takes_the_backward_hooks_off_with_the_forward_ones() -> None:
+    model, x = _net(), torch.randn(5, 8)
+    fp32 = _grads(model, x)
+    dl.quantize_model(model, {"weights": "int8/channel/absmax"})
+    attach_backward(model, {"backward": {"error": E5M2, "weight_grad": "int4/channel/absmax", "saved": E5M2}})
+    assert not torch.equal(_grads(model, x)["x"], fp32["x"])
+    dl.restore(model)
+    assert backward_state(model) is None
+    assert all(torch.equal(a, b) for a, b in zip(_grads(model, x).values(), fp32.values(), strict=True))
+
+
 def _fp32_w0(x: torch.Tensor) -> torch.Tensor:
     model = _net()
     _grads(model, x)

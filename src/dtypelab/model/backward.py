@@ -40,12 +40,12 @@ from torch import nn
 
 from dtypelab.model.config import QuantConfig, resolve
 from dtypelab.model.layers import kind_of, raw_weight
+from dtypelab.model.quantize import BACKWARD_ATTR as STATE_ATTR
 from dtypelab.model.quantize import InputHook
 from dtypelab.schemes import Scheme, fake_quantize
 
 __all__ = ["RoundGrad", "attach_backward", "BackwardState", "backward_state"]
 
-STATE_ATTR = "_dtypelab_backward"
 
 
 class RoundGrad(torch.autograd.Function):

@@ -73,6 +73,7 @@ from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
 log = logging.getLogger(__name__)
 
 STATE_ATTR = "_dtypelab_quant"
+BACKWARD_ATTR = "_dtypelab_backward"  # where dtypelab.model.backward keeps its hooks, which restore takes off too
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 Forward = Callable[[nn.Module, Any], Any]
 
@@ -667,8 +668,9 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Take off what :func:`quantize_model` attached: the model comes back bit for bit (parameters, state_dict
-    and its key order, outputs). A model that is not quantized is returned unchanged.
+    """Take off what :func:`quantize_model` (and :func:`dtypelab.model.backward.attach_backward`) attached: the
+    model comes back bit for bit (parameters, state_dict and its key order, outputs, gradients). A model that is
+    not quantized is returned unchanged.
 
     Example:
         >>> import torch, dtypelab as dl
@@ -684,6 +686,9 @@ def restore(model: nn.Module) -> nn.Module:
     state = quant_state(model)
     if state is not None:
         state.detach(model)
+    backward = model.__dict__.get(BACKWARD_ATTR)
+    if backward is not None:
+        backward.remove()
     return model
 
 
