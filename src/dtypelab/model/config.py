@@ -25,6 +25,12 @@ is not ``rtn``, so existing configs read and write as before.
 channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
 is written by ``to_dict`` only where set.
 
+``rotate: hadamard[:SEED]`` (a layer option, default null; Linear layers; not with ``equalize`` on the same
+layer) rotates the layer's input by a fixed random Hadamard matrix and its weight by the same
+(:mod:`dtypelab.model.fold`). ``fold: true`` (top level, the default) folds an equalization or rotation into the
+op before the layer where that is exact, else it is an explicit transform of the input; ``fold: false`` always
+uses the explicit one. Both are written by ``to_dict`` only where not the default.
+
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
 ``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
@@ -56,6 +62,7 @@ from torch import nn
 
 from dtypelab._io import atomic_write
 from dtypelab.model.equalize import equalizer
+from dtypelab.model.fold import rotation_spec
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.model.methods import weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
@@ -107,6 +114,10 @@ def _equalize_spec(v: Any) -> str | None:
     return None if v is None else str(equalizer(v))
 
 
+def _rotate_spec(v: Any) -> str | None:
+    return None if v is None else rotation_spec(v)
+
+
 class LayerRule(BaseModel):
     """An override for the layers a pattern matches; only the fields given override."""
 
@@ -119,6 +130,7 @@ class LayerRule(BaseModel):
     bias: Bias | None = None
     weight_method: str | None = None
     equalize: str | None = None
+    rotate: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +152,11 @@ class LayerRule(BaseModel):
     def _equalize(cls, v: Any) -> str | None:
         return _equalize_spec(v)
 
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate(cls, v: Any) -> str | None:
+        return _rotate_spec(v)
+
     @field_validator("match")
     @classmethod
     def _check_match(cls, v: str) -> str:
@@ -155,7 +172,7 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method", "equalize") if k in self.model_fields_set}
+                                              "weight_method", "equalize", "rotate") if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -170,6 +187,8 @@ class QuantConfig(BaseModel):
     layers: list[LayerRule] = []
     weight_method: str = "rtn"
     equalize: str | None = None
+    rotate: str | None = None
+    fold: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +209,11 @@ class QuantConfig(BaseModel):
     @classmethod
     def _equalize(cls, v: Any) -> str | None:
         return _equalize_spec(v)
+
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate(cls, v: Any) -> str | None:
+        return _rotate_spec(v)
 
     # ---- construction and round trips ------------------------------------------------------------------------
 
@@ -233,8 +257,9 @@ class QuantConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"layers"})
         if d["weight_method"] == "rtn":
             del d["weight_method"]
-        if d["equalize"] is None:
-            del d["equalize"]
+        for key, default in (("equalize", None), ("rotate", None), ("fold", True)):
+            if d[key] == default:
+                del d[key]
         d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
         return d
 
@@ -269,6 +294,7 @@ class LayerPlan:
         weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
             (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
         equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
+        rotate: the rotation spec (:mod:`dtypelab.model.fold`), or None.
     """
 
     name: str
@@ -279,6 +305,7 @@ class LayerPlan:
     bias: str = "float"
     weight_method: str = "rtn"
     equalize: str | None = None
+    rotate: str | None = None
 
     @property
     def needs_inputs(self) -> bool:
@@ -362,7 +389,8 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
-                    "weight_method": cfg.weight_method, "equalize": cfg.equalize} for n in layers}
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize, "rotate": cfg.rotate}
+                for n in layers}
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
@@ -389,7 +417,16 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         if s["equalize"] is not None and kind.name != "Linear":
             raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear layer's input channels; "
                              f"a {kind.name} layer cannot have it (set equalize: null for it in a layer rule)")
-        rounds_once = method.needs_inputs or s["equalize"] is not None
+        if s["rotate"] is not None and kind.name != "Linear":
+            raise ValueError(f"{label}: rotate ({s['rotate']}) rotates a Linear layer's input; a {kind.name} layer "
+                             "cannot have it (set rotate: null for it in a layer rule)")
+        if s["rotate"] is not None and s["equalize"] is not None:
+            raise ValueError(f"{label}: equalize ({s['equalize']}) and rotate ({s['rotate']}) both transform the "
+                             "layer's input: give it one of them")
+        if s["rotate"] is not None and s["bias"] == "int32":
+            raise ValueError(f"{label}: bias: int32 puts the bias on the grid of the weight's scales, which "
+                             "rotate changes: use one or the other")
+        rounds_once = method.needs_inputs or s["equalize"] is not None or s["rotate"] is not None
         if activation is not None and not dynamic:
             if not activation.static:
                 raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
@@ -413,7 +450,8 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
                                  "rounds once (gptq) or equalize fits a weight to one layer's inputs: use method: "
                                  "rtn and no equalize on tied weights")
             tied.setdefault(key, (name, weight, rounds_once))
-        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"])
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
+                                s["rotate"])
     return plans
 
 
