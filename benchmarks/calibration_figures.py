@@ -53,7 +53,7 @@ def activation_config(fmt: str, rule: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="minilm")
+    parser.add_argument("-w", "--workload", default="minilm")
     parser.add_argument("--batches", type=int, default=4, help="calibration batches")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test items")
     parser.add_argument("--out", default=None, help="run directory (default runs/calibration-WORKLOAD); a sweep's "
