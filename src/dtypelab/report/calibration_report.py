@@ -8,7 +8,7 @@ the FP32 value in the heading. The sweep report adds this section when its run d
 Example:
     >>> rows = [{"part": "fp32", "format": "fp32", "method": "none", "metrics": {"m": 1.0}, "primary_metric": "m"},
     ...         {"part": "weights", "format": "int4", "method": "rtn", "metrics": {"m": 0.5}, "primary_metric": "m"}]
-    >>> print(markdown({"workload": "w", "rows": rows}).splitlines()[2])
+    >>> print(markdown({"workload": "w", "rows": rows}).splitlines()[4])
     | int4   | 0.5 |      |     |
 """
 
