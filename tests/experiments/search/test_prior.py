@@ -10,6 +10,8 @@ from test_layers import AttnWorkload
 
 from dtypelab.experiments.search import GASettings, search
 from dtypelab.experiments.search.prior import load_ranking, prior_seeds
+from dtypelab.experiments.search.problem import build_problem
+from dtypelab.experiments.search.run import _prior_seeds
 
 
 @settings(max_examples=60, deadline=None)
@@ -53,12 +55,12 @@ def test_load_ranking_from_a_run_directory_and_errors(tmp_path):
 def test_search_seeds_its_population_from_the_prior(tmp_path):
     wl = AttnWorkload()
     space = ["posit(4,1)/tensor/log2-hist", "posit(6,1)/tensor/log2-hist", "int8/tensor/absmax"]
-    ga = GASettings(population=4, generations=1)
-    plain = search(wl, space=space, budget=6.0, settings=ga, executor="serial")
-    seeded = search(wl, space=space, budget=6.0, settings=ga, executor="serial", prior=["head", "inp", "attn"],
-                    out_dir=tmp_path)
-    assert json.loads((tmp_path / "search.json").read_text())["prior"] == ["head", "inp", "attn"]
-    assert seeded.history[0]["evaluations"] == plain.history[0]["evaluations"] == 4
+    ranking = ["head", "inp", "attn"]
+    seeded = search(wl, space=space, budget=6.0, settings=GASettings(population=4, generations=1),
+                    executor="serial", prior=ranking, out_dir=tmp_path, pareto_points=1)
+    assert json.loads((tmp_path / "search.json").read_text())["prior"] == ranking
+    problem = build_problem(wl, space, [None])
+    want = _prior_seeds(problem, ranking, problem.gene_costs(), 6.0 * sum(problem.numel))
+    first = [tuple(g) for g, _ in json.loads((tmp_path / "checkpoint.json").read_text())["scored"]]
+    assert want and set(want[:4]) <= set(first)  # the ranking's seeds are in the first population
     assert seeded.best.bits_per_weight <= 6.0
-    with pytest.raises(ValueError, match="none of the searched layers"):
-        search(wl, space=space, budget=6.0, settings=ga, executor="serial", prior=["nope"])
