@@ -59,6 +59,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="run directory (default runs/calibration-WORKLOAD); a sweep's "
                         "run directory adds the section to its report")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", nargs="+", default=["fp32", "weights", "activations"],
+                        help="which rows to compute (several processes can share the work, one --out each; "
+                             "merge their calibration.json rows and rerun to write the tables)")
+    parser.add_argument("--formats", nargs="+", default=None, help="only these formats (default all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dtypelab import workloads
@@ -77,7 +81,8 @@ def main() -> None:
     jobs += [("weights", f, m, weight_config(f, m)) for f in WEIGHT_FORMATS for m in METHODS]
     jobs += [("activations", f, r, activation_config(f, r)) for f in ACTIVATION_FORMATS for r in ACTIVATION_RULES]
     for part, fmt, method, config in jobs:
-        if (part, fmt, method) in seen:
+        if (part, fmt, method) in seen or part not in args.parts or (args.formats and part != "fp32"
+                                                                       and fmt not in args.formats):
             continue
         start = time.perf_counter()
         o = evaluate(wl, config, limit=args.limit, calibration=calib if config else None, energy=False)
