@@ -2,8 +2,9 @@
 
 Reads the ``calibration.json`` that ``benchmarks/calibration_figures.py`` writes (rows ``{part, format, method,
 metrics, primary_metric}``; ``part`` is ``fp32``, ``weights`` or ``activations``) and gives two tables: rows the
-formats, columns the weight methods (:data:`METHODS`) or the activation rules, cells the primary metric, with
-the FP32 value in the heading. The sweep report adds this section when its run directory holds the file.
+formats, columns the weight methods (:data:`METHODS`) or the activation rules, cells the primary metric (and
+``/ fidelity`` where every row has it, as MiniLM's), with the FP32 value in the heading. The sweep report adds
+this section when its run directory holds the file.
 
 Example:
     >>> rows = [{"part": "fp32", "format": "fp32", "method": "none", "metrics": {"m": 1.0}, "primary_metric": "m"},
@@ -25,6 +26,12 @@ PARTS = {"weights": ("4-bit weights (per channel, absmax scales), activations FP
                          ("absmax", "percentile:99.99", "entropy"))}
 
 
+def _shown(m: dict[str, float], key: str, second: str | None, text: bool = False) -> object:
+    if second:
+        return f"{m[key]:.4f} / {m[second]:.4f}"
+    return f"{m[key]:.4f}" if text else round(m[key], 4)
+
+
 def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[object]]]]:
     """``(caption, header, rows)`` per part present in ``result``."""
     rows = result["rows"]
@@ -35,11 +42,13 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[objec
         if not mine:
             continue
         key = mine[0]["primary_metric"]
-        cell = {(r["format"], r["method"]): r["metrics"][key] for r in mine}
+        second = "fidelity" if all("fidelity" in r["metrics"] for r in mine) and key != "fidelity" else None
+        cell = {(r["format"], r["method"]): _shown(r["metrics"], key, second) for r in mine}
         formats = list(dict.fromkeys(r["format"] for r in mine))
-        body = [[f, *[round(cell[f, c], 4) if (f, c) in cell else "" for c in columns]] for f in formats]
-        ref = f"; FP32 {fp32['metrics'][key]:.4f}" if fp32 else ""
-        out.append((f"{result['workload']}: {caption} ({key}{ref})", ["format", *columns], body))
+        body = [[f, *[cell.get((f, c), "") for c in columns]] for f in formats]
+        what = f"{key} / {second}" if second else key
+        ref = f"; FP32 {_shown(fp32['metrics'], key, second, text=True)}" if fp32 else ""
+        out.append((f"{result['workload']}: {caption} ({what}{ref})", ["format", *columns], body))
     return out
 
 
