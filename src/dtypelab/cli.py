@@ -264,6 +264,8 @@ def search(
     ablation: Annotated[bool, typer.Option(help="Also run the GA under the other two objectives and compare.")]
     = False,
     batches: Annotated[int, typer.Option(help="Calibration batches each candidate is scored on.")] = 2,
+    prior: Annotated[Path | None, typer.Option(help="A 'dtypelab sensitivity' run directory (or its "
+                                               "sensitivity.json): seed the population from its ranking.")] = None,
     model: UserModel = None, evaluate: UserEval = None, calib: UserCalib = None,
     lm_model: LMModel = None, text: LMText = None, calib_text: LMCalibText = None, max_length: LMMaxLength = None,
     stride: LMStride = None,
@@ -283,7 +285,8 @@ def search(
         out = out or Path("runs") / f"search-{wl.name}-{space if isinstance(spaces, str) else 'list'}-{budget:g}"
         result = run_search(wl, spaces, budget, objective=OBJECTIVES[objective], ablation=ablation, batches=batches,
                             settings=GASettings(population=population, generations=generations, seed=seed),
-                            executor=executor, workers=workers, out_dir=out, resume=resume, progress=_progress)
+                            executor=executor, workers=workers, out_dir=out, resume=resume, progress=_progress,
+                            prior=prior)
     typer.echo(result.table())
     typer.echo(f"\nwrote {out}/best_config.yaml, results.json, pareto.csv, pareto.png")
 

@@ -42,3 +42,17 @@ def test_sensitivity_on_digits_vgg(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
     assert len(data["rows"]) == 8 and data["primary_metric"] == "top1"
+
+
+def test_search_prior_from_a_sensitivity_run(user_workload_file, tmp_path):
+    user = str(user_workload_file)
+    common = ["--model", f"{user}:build", "--eval", f"{user}:evaluate", "--calib", f"{user}:batches"]
+    assert _invoke("sensitivity", *common, "--scheme", "int4/channel/absmax", "--out", tmp_path / "sens").exit_code == 0
+    search = ["search", *common, "--space", "lp", "--budget", "6", "--generations", "1", "--population", "4",
+              "--executor", "serial"]
+    result = _invoke(*search, "--prior", tmp_path / "sens", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    ranking = [r["layer"] for r in json.loads((tmp_path / "sens" / "sensitivity.json").read_text())["rows"]]
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["prior"] == ranking
+    bad = CliRunner().invoke(app, [str(a) for a in [*search, "--prior", tmp_path / "nowhere", "--out", tmp_path / "t"]])
+    assert bad.exit_code == 2 and "sensitivity ranking" in bad.stderr and "Traceback" not in bad.output

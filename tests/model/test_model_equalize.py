@@ -28,9 +28,10 @@ def test_fp32_outputs_unchanged_before_rounding(spec):
     with torch.no_grad():
         ref = model(x)
     # no rounding anywhere (awq searches for a weight scheme, so it gets one on the other layer only)
-    cfg = {"layers": [{"match": "Linear", "equalize": spec}]} if spec != "awq" else \
-        {"weights": "int4/channel/absmax", "layers": [{"match": "0", "weights": None, "equalize": "smoothquant"},
-                                                       {"match": "2", "equalize": "awq"}]}
+    # (fold: false — this checks layer 0's own output; tests/model/test_model_fold.py checks the folds)
+    cfg = {"fold": False, "layers": [{"match": "Linear", "equalize": spec}]} if spec != "awq" else \
+        {"fold": False, "weights": "int4/channel/absmax",
+         "layers": [{"match": "0", "weights": None, "equalize": "smoothquant"}, {"match": "2", "equalize": "awq"}]}
     dl.quantize_model(model, cfg, calibration=batches)
     assert isinstance(model[0].parametrizations.weight[0], Equalized)
     with torch.no_grad():
@@ -53,8 +54,8 @@ def test_smoothquant_lowers_w8a8_error_and_awq_lowers_w4_error():
     with torch.no_grad():
         ref = model[0](x)
 
-    def err(cfg):
-        dl.quantize_model(model, cfg, calibration=batches)
+    def err(cfg):  # layer 0's own error: layer 2's scales stay explicit (not folded into layer 0)
+        dl.quantize_model(model, {**cfg, "fold": False}, calibration=batches)
         with torch.no_grad():
             e = float((model[0](x) - ref).square().sum())
         dl.restore(model)

@@ -80,3 +80,26 @@ def test_minilm_positune_dynamic_activations(minilm):
     assert float(cos.min()) > 0.9, cos
     assert report.layers["encoder.layer.0.attention.self.query"].activation_scales == "dynamic"
     print(f"MiniLM PositTune posit(6,1): min cosine {float(cos.min()):.4f}, mean {float(cos.mean()):.4f}")
+
+
+def test_minilm_equalization_folds_value_into_attention_output_and_keeps_fp32(minilm):
+    """BERT does not trace with torch.fx: the name rule folds each attention.output.dense's scales into its
+    attention.self.value (6 of 37 Linear layers); the rest (post-norm LayerNorms feed the residual too, GELU
+    before output.dense) keep the explicit scale. FP32 embeddings unchanged to float tolerance; restore exact."""
+    from dtypelab.model.quantize import quant_state
+
+    model, batches = minilm
+    ref = [_embed(model, b) for b in batches]
+    raw = [model(**b).last_hidden_state.detach() for b in batches]
+    dl.quantize_model(model, {"equalize": "smoothquant:0.5", "layers": [{"match": "Embedding", "equalize": None}]},
+                      calibration=batches)
+    st = quant_state(model)
+    assert st.folds == {f"encoder.layer.{i}.attention.output.dense": f"encoder.layer.{i}.attention.self.value"
+                        for i in range(6)}
+    assert len(st.input_scales) == 37 - 6 and not any(n in st.input_scales for n in st.folds)
+    for b, r in zip(batches, ref, strict=True):
+        assert torch.allclose(_embed(model, b), r, atol=1e-5)
+    dl.restore(model)
+    for b, r in zip(batches, raw, strict=True):
+        with torch.no_grad():
+            assert torch.equal(model(**b).last_hidden_state, r)

@@ -110,3 +110,26 @@ def test_the_pareto_front_of_a_lower_is_better_metric(tmp_path):
     assert order[:3] == ["posit(6,0)*", "e4m3", "fp32"] and order[-1] == "posit(6,0)"
     path = metric_vs_bits(rows, "perplexity", "t", tmp_path / "p.png", higher_is_better=False)
     assert path.stat().st_size > 1000
+
+
+def test_a_calibration_comparison_in_the_run_directory_adds_its_tables(tmp_path):
+    import json
+
+    from dtypelab.report.calibration_report import tables
+
+    store = synthetic_store(tmp_path)
+    assert "4-bit weights" not in sweep_report.build(store).markdown()
+
+    def row(part, fmt, method, value):
+        return {"part": part, "format": fmt, "method": method, "metrics": {"recall@1": value},
+                "primary_metric": "recall@1"}
+
+    result = {"workload": "minilm", "rows": [row("fp32", "fp32", "none", 0.54), row("weights", "nf4", "rtn", 0.4),
+                                             row("weights", "nf4", "gptq", 0.45), row("activations", "int8",
+                                                                                      "entropy", 0.5)]}
+    (tmp_path / "calibration.json").write_text(json.dumps(result))
+    (weights, header, body), (acts, header2, body2) = tables(result)
+    assert "FP32 0.5400" in weights and header == ["format", "rtn", "gptq", "awq"] and body == [["nf4", 0.4, 0.45, ""]]
+    assert header2[1:] == ["absmax", "percentile:99.99", "entropy"] and body2 == [["int8", "", "", 0.5]]
+    page = sweep_report.build(store).markdown()
+    assert weights in page and acts in page and "| nf4    | 0.4 | 0.45 |" in page

@@ -25,6 +25,12 @@ is not ``rtn``, so existing configs read and write as before.
 channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
 is written by ``to_dict`` only where set.
 
+``rotate: hadamard[:SEED]`` (a layer option, default null; Linear layers; not with ``equalize`` on the same
+layer) rotates the layer's input by a fixed random Hadamard matrix and its weight by the same
+(:mod:`dtypelab.model.fold`). ``fold: true`` (top level, the default) folds an equalization or rotation into the
+op before the layer where that is exact, else it is an explicit transform of the input; ``fold: false`` always
+uses the explicit one. Both are written by ``to_dict`` only where not the default.
+
 ``backward: {error: SCHEME, weight_grad: SCHEME, saved: SCHEME}`` (a layer option, default null: the straight-through
 FP32 backward) rounds, in the backward pass, the gradient w.r.t. the layer's input (the error it passes back), the
 gradient w.r.t. its weights, and the activations it saves for the backward (its input, stored in that format), each
@@ -63,6 +69,7 @@ from torch import nn
 
 from dtypelab._io import atomic_write
 from dtypelab.model.equalize import equalizer
+from dtypelab.model.fold import rotation_spec
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.model.methods import weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
@@ -143,6 +150,10 @@ def _merge_backward(base: BackwardSpec | None, rule: LayerRule) -> BackwardSpec 
     return BackwardSpec(**{**(base.model_dump() if base is not None else {}), **given})
 
 
+def _rotate_spec(v: Any) -> str | None:
+    return None if v is None else rotation_spec(v)
+
+
 class LayerRule(BaseModel):
     """An override for the layers a pattern matches; only the fields given override."""
 
@@ -156,6 +167,7 @@ class LayerRule(BaseModel):
     weight_method: str | None = None
     equalize: str | None = None
     backward: BackwardSpec | None = None
+    rotate: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -177,6 +189,11 @@ class LayerRule(BaseModel):
     def _equalize(cls, v: Any) -> str | None:
         return _equalize_spec(v)
 
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate(cls, v: Any) -> str | None:
+        return _rotate_spec(v)
+
     @field_validator("match")
     @classmethod
     def _check_match(cls, v: str) -> str:
@@ -192,7 +209,8 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method", "equalize", "backward") if k in self.model_fields_set}
+                                              "weight_method", "equalize", "rotate", "backward")
+                if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -207,6 +225,8 @@ class QuantConfig(BaseModel):
     layers: list[LayerRule] = []
     weight_method: str = "rtn"
     equalize: str | None = None
+    rotate: str | None = None
+    fold: bool = True
     backward: BackwardSpec | None = None
 
     @model_validator(mode="before")
@@ -228,6 +248,11 @@ class QuantConfig(BaseModel):
     @classmethod
     def _equalize(cls, v: Any) -> str | None:
         return _equalize_spec(v)
+
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate(cls, v: Any) -> str | None:
+        return _rotate_spec(v)
 
     # ---- construction and round trips ------------------------------------------------------------------------
 
@@ -271,10 +296,9 @@ class QuantConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"layers"})
         if d["weight_method"] == "rtn":
             del d["weight_method"]
-        if d["equalize"] is None:
-            del d["equalize"]
-        if d["backward"] is None:
-            del d["backward"]
+        for key, default in (("equalize", None), ("rotate", None), ("fold", True), ("backward", None)):
+            if d[key] == default:
+                del d[key]
         d["layers"] = [{"match": r.match, **{k: v.model_dump(exclude_unset=True) if isinstance(v, BackwardSpec) else v
                                              for k, v in r.overrides().items()}} for r in self.layers]
         return d
@@ -310,6 +334,7 @@ class LayerPlan:
         weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
             (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
         equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
+        rotate: the rotation spec (:mod:`dtypelab.model.fold`), or None.
         backward: the schemes of its backward pass (:class:`BackwardSpec`), or None (straight-through FP32).
     """
 
@@ -321,6 +346,7 @@ class LayerPlan:
     bias: str = "float"
     weight_method: str = "rtn"
     equalize: str | None = None
+    rotate: str | None = None
     backward: BackwardSpec | None = None
 
     @property
@@ -405,7 +431,8 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
-                    "weight_method": cfg.weight_method, "equalize": cfg.equalize, "backward": cfg.backward}
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize, "rotate": cfg.rotate,
+                    "backward": cfg.backward}
                 for n in layers}
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
@@ -435,7 +462,16 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         if s["equalize"] is not None and kind.name != "Linear":
             raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear layer's input channels; "
                              f"a {kind.name} layer cannot have it (set equalize: null for it in a layer rule)")
-        rounds_once = method.needs_inputs or s["equalize"] is not None
+        if s["rotate"] is not None and kind.name != "Linear":
+            raise ValueError(f"{label}: rotate ({s['rotate']}) rotates a Linear layer's input; a {kind.name} layer "
+                             "cannot have it (set rotate: null for it in a layer rule)")
+        if s["rotate"] is not None and s["equalize"] is not None:
+            raise ValueError(f"{label}: equalize ({s['equalize']}) and rotate ({s['rotate']}) both transform the "
+                             "layer's input: give it one of them")
+        if s["rotate"] is not None and s["bias"] == "int32":
+            raise ValueError(f"{label}: bias: int32 puts the bias on the grid of the weight's scales, which "
+                             "rotate changes: use one or the other")
+        rounds_once = method.needs_inputs or s["equalize"] is not None or s["rotate"] is not None
         if activation is not None and not dynamic:
             if not activation.static:
                 raise ValueError(f"{label}: activation scheme {activation} has per-block scales, which depend on "
@@ -461,7 +497,7 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             tied.setdefault(key, (name, weight, rounds_once))
         backward = s["backward"] if s["backward"] is not None and s["backward"].active else None
         plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
-                                backward)
+                                s["rotate"], backward)
     return plans
 
 

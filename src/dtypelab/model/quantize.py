@@ -63,6 +63,7 @@ from torch.nn.utils import parametrize
 
 from dtypelab.model.config import LayerPlan, QuantConfig, resolve
 from dtypelab.model.equalize import equalizer
+from dtypelab.model.fold import Transform, find_hosts, rotation
 from dtypelab.model.gptq import element_scales
 from dtypelab.model.layers import kind_of, raw_weight
 from dtypelab.model.methods import weight_method
@@ -161,10 +162,47 @@ class RoundedWeight(nn.Module):
         return f"{self.scheme}, rounded once"
 
 
-class Equalized(nn.Module):
+class Transformed(nn.Module):
+    """Parametrization ``W -> inner(f_k(... f_1(W)))``: transforms of the stored tensor (an input transform's
+    column change, a fold's row change: :mod:`dtypelab.model.fold`), then the layer's own weight
+    parametrization ``inner`` (None: FP32). Without grad the result is cached until the tensor's bits change.
+
+    Example:
+        >>> import torch
+        >>> Transformed([lambda w: w * 2], None)(torch.tensor([[1.0, 1.5]])).tolist()
+        [[2.0, 3.0]]
+    """
+
+    def __init__(self, transforms: list[Callable[[torch.Tensor], torch.Tensor]], inner: nn.Module | None,
+                 text: str = "") -> None:
+        super().__init__()
+        self.transforms = list(transforms)
+        self.inner = inner
+        self.text = text
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (copy of w, output)
+
+    def apply(self, w: torch.Tensor) -> torch.Tensor:
+        """The transforms alone (what ``inner`` rounds)."""
+        for f in self.transforms:
+            w = f(w)
+        return w
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        grad = torch.is_grad_enabled() and w.requires_grad
+        if not grad and self._cache is not None and _same_bits(w, self._cache[0]):
+            return self._cache[1]
+        ws = self.apply(w)
+        out = ws if self.inner is None else self.inner(ws)
+        self._cache = None if grad else (w.detach().clone(), out)
+        return out
+
+    def extra_repr(self) -> str:
+        return self.text
+
+
+class Equalized(Transformed):
     """Parametrization ``W -> inner(W · diag(s))``: the weight's columns (input channels) times ``s``, then
-    the layer's own weight parametrization ``inner`` (None: FP32). Without grad the result is cached until the
-    weight's bits change.
+    the layer's own weight parametrization ``inner`` (None: FP32).
 
     Example:
         >>> import torch
@@ -172,23 +210,12 @@ class Equalized(nn.Module):
         [[2.0, 0.5]]
     """
 
-    def __init__(self, scales: torch.Tensor, inner: nn.Module | None) -> None:
-        super().__init__()
-        self.scales = scales.detach()
-        self.inner = inner
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (copy of w, output)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        grad = torch.is_grad_enabled() and w.requires_grad
-        if not grad and self._cache is not None and _same_bits(w, self._cache[0]):
-            return self._cache[1]
-        ws = w * self.scales.to(w.device, w.dtype)
-        out = ws if self.inner is None else self.inner(ws)
-        self._cache = None if grad else (w.detach().clone(), out)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"{self.scales.numel()} input channel scales"
+    def __init__(self, scales: torch.Tensor, inner: nn.Module | None,
+                 before: list[Callable[[torch.Tensor], torch.Tensor]] = ()) -> None:
+        self_scales = scales.detach()
+        super().__init__([*before, Transform(scales=self_scales).weight], inner,
+                         f"{self_scales.numel()} input channel scales")
+        self.scales = self_scales
 
 
 class BiasOnAccumulatorGrid(nn.Module):
@@ -240,7 +267,27 @@ class InputHook:
         return tuple(args), kwargs
 
 
-class InputScale(InputHook):
+class InputTransform(InputHook):
+    """Forward pre-hook applying a :class:`dtypelab.model.fold.Transform` to a layer's activation inputs
+    (``x / s`` or ``x R`` along the last axis): the explicit path of an input transform that did not fold.
+
+    Example:
+        >>> import torch
+        >>> from dtypelab.model.fold import Transform
+        >>> h = InputTransform(Transform(rotation=torch.tensor([[0.0, 1.0], [1.0, 0.0]])), ("input",))
+        >>> h(None, (torch.tensor([[1.0, 2.0]]),), {})[0][0].tolist()
+        [[2.0, 1.0]]
+    """
+
+    def __init__(self, transform: Transform, arg_names: tuple[str, ...]) -> None:
+        self.transform_ = transform
+        self.arg_names = arg_names
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform_.input(x)
+
+
+class InputScale(InputTransform):
     """Forward pre-hook dividing a layer's activation inputs by per-channel scales (along the last axis).
 
     Example:
@@ -250,11 +297,8 @@ class InputScale(InputHook):
     """
 
     def __init__(self, scales: torch.Tensor, arg_names: tuple[str, ...]) -> None:
+        super().__init__(Transform(scales=scales.detach()), arg_names)
         self.scales = scales.detach()
-        self.arg_names = arg_names
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return x / self.scales.to(x.device, x.dtype)
 
 
 class ActivationQuantizer(InputHook):
@@ -304,7 +348,8 @@ class QuantState:
     plans: dict[str, LayerPlan]
     weights: list[_WeightPart] = field(default_factory=list)
     activations: dict[str, ActivationQuantizer] = field(default_factory=dict)
-    input_scales: dict[str, InputScale] = field(default_factory=dict)  # run before the activation quantizers
+    input_scales: dict[str, InputTransform] = field(default_factory=dict)  # run before the activation quantizers
+    folds: dict[str, str] = field(default_factory=dict)  # layer -> the op its input transform is folded into
     report: QuantReport | None = None
     _handles: list[Any] = field(default_factory=list)
     _attached: list[_WeightPart] = field(default_factory=list)
@@ -461,31 +506,71 @@ def _rounded_stats(w: torch.Tensor, part: RoundedWeight) -> TensorStats:
     return st
 
 
-def _build(cfg: QuantConfig, plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]],
-           stats: bool) -> tuple[QuantState, dict[str, TensorStats]]:
+def _transforms(plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]]) -> dict[str, Transform]:
+    """Each equalized or rotated layer's input transform (Linear only: one weight, input channels last)."""
+    out = {}
+    for name, plan in plans.items():
+        w = raw_weight(plan.module, "weight").detach() if plan.equalize or plan.rotate else None
+        if plan.equalize is not None:
+            out[name] = Transform(scales=equalizer(plan.equalize).scales(w, observed.get(name, []), plan.weight))
+        elif plan.rotate is not None:
+            out[name] = rotation(plan.rotate, w.shape[1])
+    return out
+
+
+def _fold_parts(hosts: dict[str, Any], transforms: dict[str, Transform], plans: dict[str, LayerPlan]
+                ) -> tuple[dict[int, list[Callable]], list[_WeightPart]]:
+    """Per host tensor (by id) the row change a fold puts on it; and the parts of host tensors no layer plan
+    rounds (a LayerNorm's affine, a Linear's bias)."""
+    rows: dict[int, list[Callable]] = {}
+    parts = []
+    for layer, host in hosts.items():
+        t = transforms[layer]
+        for attr in host.attrs:
+            tensor = raw_weight(host.module, attr)
+            rows[id(tensor)] = [t.output]
+            if attr == "bias" or host.name not in plans:
+                parts.append(_WeightPart(host.module, attr, Transformed([t.output], None, f"folded from {layer}")))
+    return rows, parts
+
+
+def _build(model: nn.Module, cfg: QuantConfig, plans: dict[str, LayerPlan],
+           observed: dict[str, list[torch.Tensor]], stats: bool) -> tuple[QuantState, dict[str, TensorStats]]:
     state = QuantState(cfg, plans)
     act_stats: dict[str, TensorStats] = {}
+    transforms = _transforms(plans, observed)
+    hosts = find_hosts(model, transforms, refuse={n for n, p in plans.items() if p.bias == "int32"}) \
+        if cfg.fold else {}
+    state.folds = {layer: host.name for layer, host in hosts.items()}
+    fold_rows, host_parts = _fold_parts(hosts, transforms, plans)
+    state.weights.extend(host_parts)
     for name, plan in plans.items():
         kind = kind_of(plan.module)
         method = weight_method(plan.weight_method)
         xs = observed.get(name, [])
-        eq = None
-        if plan.equalize is not None:  # (Linear only: one weight, input channels on the last axis)
-            eq = equalizer(plan.equalize).scales(raw_weight(plan.module, "weight").detach(), xs, plan.weight)
-            xs = [x / eq.to(x.device, x.dtype) for x in xs]
-            state.input_scales[name] = InputScale(eq, kind.activation_args)
+        t = transforms.get(name)
+        if t is not None:
+            xs = [t.input(x) for x in xs]
+            if name not in hosts:
+                state.input_scales[name] = InputScale(t.scales, kind.activation_args) if t.diagonal \
+                    else InputTransform(t, kind.activation_args)
         for owner, attr in kind.weights(plan.module):
-            target = raw_weight(owner, attr).detach()
-            if eq is not None:
-                target = target * eq.to(target.device, target.dtype)
+            stored = raw_weight(owner, attr)
+            raw, rows = stored.detach(), fold_rows.get(id(stored), [])
+            ops = [*rows, *([t.weight] if t is not None else [])]
+            target = raw
+            for f in ops:
+                target = f(target)
             part: nn.Module | None = None
             if plan.weight is not None and method.needs_inputs:
                 scales, _ = element_scales(target, plan.weight)
                 part = RoundedWeight(plan.weight, target, method.round(plan.module, target, plan.weight, xs), scales)
             elif plan.weight is not None:
                 part = WeightFakeQuant(plan.weight)
-            if eq is not None:
-                part = Equalized(eq, part)
+            if t is not None and t.diagonal:
+                part = Equalized(t.scales, part, rows)
+            elif ops:
+                part = Transformed(ops, part, str(t) if t is not None else "folded")
             if part is not None:
                 state.weights.append(_WeightPart(owner, attr, part))
         if plan.activation is None:
@@ -559,8 +644,8 @@ def _report(model: nn.Module, plans: dict[str, LayerPlan], act_stats: dict[str, 
     measured: dict[int, tuple[torch.Tensor, RoundedWeight | None]] = {}
     for part in state.weights:
         w, p = raw_weight(part.owner, part.attr), part.parametrization
-        if isinstance(p, Equalized):
-            w, p = w.detach() * p.scales.to(w.device, w.dtype), p.inner
+        if isinstance(p, Transformed):
+            w, p = p.apply(w.detach()), p.inner
             measured[id(raw_weight(part.owner, part.attr))] = (w, p if isinstance(p, RoundedWeight) else None)
         elif isinstance(p, RoundedWeight):
             measured[id(w)] = (w, p)
@@ -648,7 +733,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
                              "which need static activation scales or calibrated weight rounding: check the "
                              "calibration data and forward=, or set activation_scales: dynamic (and weights "
                              "method: rtn) for them")
-        state, act_stats = _build(cfg, plans, observed, stats)
+        state, act_stats = _build(model, cfg, plans, observed, stats)
         del observed
         dequantized: dict[int, torch.Tensor] = {}
         state.report = _report(model, plans, act_stats, dequantized, stats, state)
@@ -693,4 +778,5 @@ def restore(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["quantize_model", "restore", "quant_state", "QuantState", "WeightFakeQuant", "ActivationQuantizer",
-           "BiasOnAccumulatorGrid", "RoundedWeight", "Equalized", "InputScale", "default_forward"]
+           "BiasOnAccumulatorGrid", "RoundedWeight", "Equalized", "Transformed", "InputScale", "InputTransform",
+           "default_forward"]

@@ -252,6 +252,13 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
         if curves is not None:
             doc.heading("digits-vgg training")
             doc.image(curves, "digits-vgg: training loss and test accuracy per epoch")
+    calibration = out / "calibration.json"
+    if calibration.is_file():  # benchmarks/calibration_figures.py --out <this run directory>
+        import json
+
+        from dtypelab.report.calibration_report import section
+
+        section(doc, json.loads(calibration.read_text()))
     doc.heading("The seeds' published numbers (their models, which cannot be loaded here)")
     doc.table(["experiment", "published"], [list(row) for row in SEED_POSITTUNE] + [["seed 002 DT", SEED_DT]])
     return doc

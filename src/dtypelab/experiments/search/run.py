@@ -32,6 +32,7 @@ from dtypelab.experiments.evaluate import evaluate
 from dtypelab.experiments.executors import make_executor
 from dtypelab.experiments.search.ga import GAResult, GASettings, Genome, evolve, random_search
 from dtypelab.experiments.search.objective import Objective
+from dtypelab.experiments.search.prior import load_ranking, prior_seeds
 from dtypelab.experiments.search.problem import Problem, build_problem, layer_weights
 from dtypelab.experiments.store import RunLock
 
@@ -146,13 +147,15 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
            settings: GASettings = DEFAULT_GA, executor: str = "process", workers: int | None = None,
            out_dir: str | os.PathLike | None = None, resume: bool = False, batches: int = 2,
            eval_limit: int | None = None, pareto_points: int = 5, ablation: bool = False,
-           progress: Callable[[dict], None] | None = None) -> SearchResult:
+           progress: Callable[[dict], None] | None = None, prior: Any = None) -> SearchResult:
     """Search per-layer weight (and optionally activation) schemes of ``workload`` under ``budget`` bits/weight.
 
     ``workload`` is a registered name (``dl.workloads.names()``) or a Workload object. ``out_dir`` receives
     ``checkpoint.json`` (every generation), and at the end ``best_config.yaml``, ``results.json``,
     ``pareto.csv`` and ``pareto.png``; ``resume=True`` continues from its checkpoint. ``ablation=True`` also runs
-    the GA (same settings and seed) under the other two of ``OBJECTIVES`` and reports each winner.
+    the GA (same settings and seed) under the other two of ``OBJECTIVES`` and reports each winner. ``prior`` (a
+    sensitivity result, a list of layer names most sensitive first, or a ``dtypelab sensitivity`` run directory)
+    seeds the first population from that ranking before the uniform seeds (:mod:`.prior`).
     """
     from dtypelab import workloads
 
@@ -161,12 +164,13 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
         raise ValueError(f"budget must be a positive, finite number of bits per weight, got {budget!r}")
     if activations is None:
         activations = [DEFAULT_ACTIVATIONS.get(space, None) if isinstance(space, str) else None]
+    ranking = load_ranking(prior) if prior is not None else None
     out = Path(out_dir) if out_dir else None
     lock = RunLock(out, "search output") if out else None
     try:
         if out:
-            _check_run(out, _fingerprint(wl, space, budget, activations, objective, settings, batches, ablation),
-                       resume)
+            _check_run(out, {**_fingerprint(wl, space, budget, activations, objective, settings, batches, ablation),
+                             **({"prior": ranking} if ranking is not None else {})}, resume)
         problem = build_problem(wl, space, activations, batches=batches)
         costs = problem.gene_costs()
         budget_bits = budget * sum(problem.numel)
@@ -180,7 +184,8 @@ def search(workload: str | Any, space: str | Sequence[str] = "lp", budget: float
                 return lambda genomes: run(score, genomes)
 
             others = {name: obj for name, obj in OBJECTIVES.items() if name != objective.name} if ablation else {}
-            seeds = _seeds(problem)
+            seeds = (_prior_seeds(problem, ranking, costs, budget_bits) if ranking is not None else []) \
+                + _seeds(problem)
             ga = evolve(fitness_under(objective), costs, budget_bits, settings, seeds=seeds,
                         checkpoint=out / "checkpoint.json" if out else None, resume=resume, progress=progress)
             rnd = random_search(fitness_under(objective), costs, budget_bits, ga.evaluations, seed=settings.seed + 1,
@@ -279,6 +284,16 @@ def _seeds(problem: Problem) -> list[Genome]:
         acts = [len(problem.activations) - 1] * n_layers if problem.searches_activations else []
         seeds.append(tuple(weights + acts))
     return seeds
+
+
+def _prior_seeds(problem: Problem, ranking: list[str], costs: list[list[float]], budget_bits: float
+                 ) -> list[Genome]:
+    """The ranking's seeds (:func:`.prior.prior_seeds` on the weight genes; activations as in :func:`_seeds`),
+    with the activation genes' cost taken out of the budget."""
+    n = len(problem.layers)
+    acts = [len(problem.activations) - 1] * n if problem.searches_activations else []
+    spent = sum(costs[n + i][g] for i, g in enumerate(acts))
+    return [tuple(list(w) + acts) for w in prior_seeds(ranking, problem.layers, costs[:n], budget_bits - spent)]
 
 
 def _front(result: GAResult, problem: Problem) -> list[Genome]:
