@@ -25,6 +25,13 @@ is not ``rtn``, so existing configs read and write as before.
 channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
 is written by ``to_dict`` only where set.
 
+``compute:`` (top level: every Linear / Conv1d / Conv2d; or in a layer rule) simulates the layer's arithmetic:
+``{product, accumulator, chunk, group, order, overflow, promote, output}`` (:mod:`dtypelab.arith.compute`;
+``accumulator: bf16``, ``quire``, ``align:13`` with ``chunk: 128``, ``int32`` ...). ``ops:`` is a list of
+``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, BERT
+self-attention's Q·Kᵀ and A·V, its residual adds: :mod:`dtypelab.arith.ops`). Both are written by ``to_dict``
+only where set.
+
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
 ``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
@@ -55,6 +62,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from dtypelab._io import atomic_write
+from dtypelab.arith.compute import Compute
+from dtypelab.arith.rules import COMPUTE_KINDS, OpRule, compute_spec
 from dtypelab.model.equalize import equalizer
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
 from dtypelab.model.methods import weight_method
@@ -119,6 +128,7 @@ class LayerRule(BaseModel):
     bias: Bias | None = None
     weight_method: str | None = None
     equalize: str | None = None
+    compute: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +139,11 @@ class LayerRule(BaseModel):
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute(cls, v: Any) -> dict[str, Any] | None:
+        return compute_spec(v)
 
     @field_validator("weight_method", mode="before")
     @classmethod
@@ -155,7 +170,7 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method", "equalize") if k in self.model_fields_set}
+                                              "weight_method", "equalize", "compute") if k in self.model_fields_set}
 
 
 class QuantConfig(BaseModel):
@@ -170,6 +185,8 @@ class QuantConfig(BaseModel):
     layers: list[LayerRule] = []
     weight_method: str = "rtn"
     equalize: str | None = None
+    compute: dict[str, Any] | None = None
+    ops: list[OpRule] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +197,11 @@ class QuantConfig(BaseModel):
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute(cls, v: Any) -> dict[str, Any] | None:
+        return compute_spec(v)
 
     @field_validator("weight_method", mode="before")
     @classmethod
@@ -230,12 +252,15 @@ class QuantConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (rules keep only the fields they set); ``QuantConfig.coerce(c.to_dict()) == c``."""
-        d = self.model_dump(mode="json", exclude={"layers"})
+        d = self.model_dump(mode="json", exclude={"layers", "ops"})
         if d["weight_method"] == "rtn":
             del d["weight_method"]
-        if d["equalize"] is None:
-            del d["equalize"]
+        for key in ("equalize", "compute"):
+            if d[key] is None:
+                del d[key]
         d["layers"] = [{"match": r.match, **r.overrides()} for r in self.layers]
+        if self.ops:
+            d["ops"] = [{"match": r.match, **r.fields()} for r in self.ops]
         return d
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
@@ -269,6 +294,7 @@ class LayerPlan:
         weight_method: how the weights are rounded (:data:`dtypelab.model.methods.WEIGHT_METHODS`): ``rtn``
             (round to nearest on every use) or a method that rounds once with the layer's calibration inputs.
         equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
+        compute: the simulated arithmetic of its dot products (:class:`dtypelab.arith.Compute`), or None (FP32).
     """
 
     name: str
@@ -279,6 +305,7 @@ class LayerPlan:
     bias: str = "float"
     weight_method: str = "rtn"
     equalize: str | None = None
+    compute: Compute | None = None
 
     @property
     def needs_inputs(self) -> bool:
@@ -362,13 +389,17 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     layers = quantizable_layers(model)
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
-                    "weight_method": cfg.weight_method, "equalize": cfg.equalize} for n in layers}
+                    "weight_method": cfg.weight_method, "equalize": cfg.equalize, "compute": cfg.compute}
+                for n in layers}
+    ruled_compute: set[str] = set()
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
             raise _no_match_error(rule, layers)
         for n in matched:
             settings[n].update(rule.overrides())
+            if "compute" in rule.model_fields_set and rule.compute is not None:
+                ruled_compute.add(n)
 
     plans: dict[str, LayerPlan] = {}
     tied: dict[int, tuple[str, Scheme | None, bool]] = {}
@@ -413,7 +444,14 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
                                  "rounds once (gptq) or equalize fits a weight to one layer's inputs: use method: "
                                  "rtn and no equalize on tied weights")
             tied.setdefault(key, (name, weight, rounds_once))
-        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"])
+        compute = None
+        if s["compute"] is not None and kind.name in COMPUTE_KINDS:
+            compute = Compute.parse(s["compute"])
+        elif name in ruled_compute:
+            raise ValueError(f"{label}: compute simulates the dot products of {', '.join(COMPUTE_KINDS)} layers; "
+                             f"a {kind.name} layer cannot have it (BERT attention: an ops rule)")
+        plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
+                                compute)
     return plans
 
 
