@@ -124,7 +124,7 @@ class BertAttentionForward:
             a, b = fake_quantize(a, self.operands), fake_quantize(b, self.operands)
         if self.compute is None:
             return torch.matmul(a, b)
-        return _ste(self.compute.matmul(a, b), lambda: torch.matmul(a, b), (a, b))
+        return _ste(self.compute.matmul(a, b).to(a.dtype), lambda: torch.matmul(a, b), (a, b))
 
     def __call__(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
