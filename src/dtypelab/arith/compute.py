@@ -7,17 +7,20 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 * ``accumulator`` (one entry of :data:`ACCUMULATORS`):
 
   - a format and rounding (``fp32``, ``bf16``, ``fp16``, ``fp(5,10)/rz`` ...): the running sum is rounded to it
-    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the ``C`` products of a chunk
-    are summed in float64 (a wide adder), then added to the running sum with one rounding; ``chunk: 1`` rounds
-    after every product (a sequential accumulator). ``order: pairwise`` adds the chunk sums in a binary tree,
-    rounding at every node, instead of left to right;
+    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the running sum and the ``C``
+    products of a chunk are added in float64 (one multiply-add per chunk; exact whenever they span fewer than 53
+    bits, as products of 8- and 16-bit formats on chunks of practical length do), then rounded once; ``chunk: 1``
+    rounds after every product (a sequential accumulator). ``precision: fp32`` does those chunk sums in float32
+    instead (about twice as fast; bits below float32's are lost before the accumulator's rounding).
+    ``order: pairwise`` adds the chunk sums in a binary tree, rounding at every node, instead of left to right;
   - ``quire``: exact accumulation, one rounding at the end (the posit standard's fused dot product);
   - ``align:k[/rz|/rne]``: the tensor-core model. The products of a ``group`` (default: the whole chunk) and
     the running tensor-core sum are aligned to the largest exponent among them and each is cut to ``k`` bits
     below it (``rz`` truncates, the default; ``rne`` rounds), then summed exactly; every ``chunk`` products
     (default K: never) the tensor-core sum is added into the ``promote`` format (default fp32);
   - ``int32`` / ``fixed(W,F)[/rz|/rne]``: a W-bit two's-complement fixed-point register with F fraction bits, in
-    units of the operands' (power-of-two) scales; each product is rounded onto that grid (``rne`` default,
+    units of the operands' scales (exact with power-of-two scales; others are divided out in float64); each
+    product is rounded onto that grid (``rne`` default,
     ``rz`` truncates) and ``overflow`` says what happens past it: ``error`` (OverflowError, default),
     ``saturate`` or ``wrap``, checked after every chunk (default: one chunk) and after the bias;
 
@@ -38,9 +41,8 @@ Example:
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,6 +53,7 @@ from dtypelab.arith.numbers import Rounder, rounder
 
 ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
+PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
 
 
@@ -70,17 +73,27 @@ class FormatAcc:
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
         r = self.fmt
-        parts = _chunk_sums(a, b, c)  # [nC, Bt, M, N]
-        if c.order == "pairwise":
-            level = list(parts.unbind(0))
-            while len(level) > 1:
-                nxt = [r(level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
-                level = nxt + ([level[-1]] if len(level) % 2 else [])
-            s = r(level[0])
-        else:
-            s = r(parts[0])
-            for p in parts[1:]:
-                s = r(s + p)
+        if c.order == "pairwise" or not c.product.exact:
+            parts = _chunk_sums(a, b, c)
+            if c.order == "pairwise":
+                level = list(parts)
+                while len(level) > 1:
+                    nxt = [r(level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
+                    level = nxt + ([level[-1]] if len(level) % 2 else [])
+                s = r(level[0])
+            else:
+                s = r(next(parts))
+                for p in parts:
+                    s = r(s + p)
+        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
+            dt = torch.float32 if c.precision == "fp32" else torch.float64
+            a_, b_ = a.to(dt), b.to(dt)
+            k = a.shape[-1]
+            chunk = min(c.chunk or self.default_chunk, k)
+            s = torch.zeros(a.shape[0], a.shape[1], b.shape[-1], dtype=dt, device=a.device)
+            for i in range(0, k, chunk):
+                s = r(torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s))
+            s = s.to(torch.float64)
         return s if bias is None else r(s + bias)
 
 
@@ -246,8 +259,9 @@ class Compute:
     overflow: str = "error"
     promote: Rounder = field(default_factory=lambda: rounder("fp32"))
     output: Rounder | None = None
+    precision: str = "fp64"
 
-    FIELDS = ("product", "accumulator", "chunk", "group", "order", "overflow", "promote", "output")
+    FIELDS = ("product", "accumulator", "chunk", "group", "order", "overflow", "promote", "output", "precision")
 
     @classmethod
     def parse(cls, spec: Compute | Mapping[str, Any] | str) -> Compute:
@@ -276,7 +290,7 @@ class Compute:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f"compute: {key} must be a positive integer, got {v!r}")
                 kw[key] = v
-        for key, valid in (("order", ORDERS), ("overflow", OVERFLOWS)):
+        for key, valid in (("order", ORDERS), ("overflow", OVERFLOWS), ("precision", PRECISIONS)):
             v = spec.get(key)
             if v is not None:
                 if v not in valid:
@@ -287,8 +301,8 @@ class Compute:
             raise ValueError("compute: the quire accumulates exact products; set product: exact (or leave it out)")
         if c.group is not None and not isinstance(c.accumulator, Align):
             raise ValueError("compute: group is the alignment group of the align:k accumulator only")
-        if c.order == "pairwise" and not isinstance(c.accumulator, FormatAcc):
-            raise ValueError("compute: order: pairwise applies to format accumulators (fp32, bf16, ...)")
+        if (c.order == "pairwise" or c.precision != "fp64") and not isinstance(c.accumulator, FormatAcc):
+            raise ValueError("compute: order and precision apply to format accumulators (fp32, bf16, ...)")
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +340,11 @@ class Compute:
         it, as float64, output rounding included. ``scales`` (fixed point only): power-of-two scales of ``a``
         (one, or one per row) and ``b`` (one, or one per column); the register holds ``a/s_a * b/s_b``.
         """
+        with torch.no_grad():
+            return self._matmul(a.detach(), b.detach(), None if bias is None else bias.detach(), scales)
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
+                scales: tuple[torch.Tensor | float, torch.Tensor | float]) -> torch.Tensor:
         a64, b64 = a.to(torch.float64), b.to(torch.float64)
         batch = torch.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
         m, k, n = a64.shape[-2], a64.shape[-1], b64.shape[-1]
@@ -376,30 +395,18 @@ def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
 
 
-def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> torch.Tensor:
-    """The float64 sum of each chunk of products: ``[nC, Bt, M, N]`` (one batched matmul when products are
-    exact, materialised rounded products otherwise)."""
-    k = a.shape[-1]
+def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:
+    """The float64 sum of each chunk of products, ``[Bt, M, N]`` one chunk at a time: a matmul of the chunk's
+    slices when products are exact, materialised rounded products otherwise."""
+    k, n = a.shape[-1], b.shape[-1]
     chunk = min(c.chunk or c.accumulator.default_chunk or k, k)
-    nc = math.ceil(k / chunk)
-    pad = nc * chunk - k
-    if pad:
-        a = torch.nn.functional.pad(a, (0, pad))
-        b = torch.nn.functional.pad(b, (0, 0, 0, pad))
-    bt, m, n = a.shape[0], a.shape[1], b.shape[-1]
-    if c.product.exact:
-        a4 = a.reshape(bt, m, nc, chunk).permute(2, 0, 1, 3)
-        b4 = b.reshape(bt, nc, chunk, n).permute(1, 0, 2, 3)
-
-        def mm(a_blk: torch.Tensor, b_blk: torch.Tensor) -> torch.Tensor:
-            return a_blk @ b_blk
-        rows = max(1, BUDGET // max(1, nc * n * bt))
-        if rows >= m:
-            return mm(a4, b4)
-        return torch.cat([mm(a4[:, :, i:i + rows], b4) for i in range(0, m, rows)], dim=2)
-    sums = [_by_rows(a[..., i:i + chunk], b[..., i:i + chunk, :],
-                     lambda x, y: _products(x, y, c.product).sum(-2), n * chunk) for i in range(0, nc * chunk, chunk)]
-    return torch.stack(sums)
+    for i in range(0, k, chunk):
+        a_c, b_c = a[..., i:i + chunk], b[..., i:i + chunk, :]
+        if c.product.exact:
+            yield a_c @ b_c
+        else:
+            yield _by_rows(a_c, b_c, lambda x, y: _products(x, y, c.product).sum(-2), n * chunk)
 
 
-__all__ = ["Compute", "FormatAcc", "Quire", "Align", "Fixed", "accumulator", "ACCUMULATORS", "ORDERS", "OVERFLOWS"]
+__all__ = ["Compute", "FormatAcc", "Quire", "Align", "Fixed", "accumulator", "ACCUMULATORS", "ORDERS", "OVERFLOWS",
+           "PRECISIONS"]

@@ -230,14 +230,6 @@ def resolve_ops(model: nn.Module, rules: list[OpRule]) -> dict[str, dict[str, An
 # ---- layers ------------------------------------------------------------------------------------------------------
 
 
-def _pow2(s: torch.Tensor, what: str) -> torch.Tensor:
-    mant, _ = torch.frexp(s)
-    if not bool(((mant.abs() == 0.5) & (s > 0)).all()):
-        raise ValueError(f"{what}: a fixed-point accumulator needs power-of-two scales (scale: pow2) or none, got "
-                         f"{s.reshape(-1)[:4].tolist()}")
-    return s
-
-
 class LayerForward:
     """A Linear / Conv1d / Conv2d forward whose dot products are ``compute``'s (weights and inputs as the layer's
     parametrizations and hooks give them)."""
@@ -274,12 +266,12 @@ class LayerForward:
         sx: torch.Tensor | float = 1.0
         q = self.activation
         if q is not None and q.scheme.has_scales:
-            sx = _pow2(q.scales.double().reshape(()), f"layer {self.name!r} activation scale")
+            sx = q.scales.double().reshape(())
         sw: torch.Tensor | float = 1.0
         w = self.weight_scheme
         if w is not None and w.has_scales:
             raw = raw_weight(self.module, "weight").detach()
-            sw = _pow2(w.compute_scales(raw).double().reshape(-1), f"layer {self.name!r} weight scale")
+            sw = w.compute_scales(raw).double().reshape(-1)
         return sx, sw
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:
