@@ -199,3 +199,17 @@ def test_bert_attention_matmuls_are_simulated(minilm):
     assert all("forward" not in m.__dict__ for m in model.modules())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
     assert torch.equal(_hidden(model, batch), ref)
+
+
+def test_energy_prices_the_compute_config():
+    layer = nn.Linear(256, 10)
+    x = torch.rand(2, 256)
+    base = {"weights": "e4m3", "activations": "e4m3"}
+    plain = dl.cost.energy(layer, base, example=x)
+    bf16 = dl.cost.energy(layer, {**base, "compute": {"accumulator": "bf16", "chunk": 32}}, example=x)
+    align = dl.cost.energy(layer, {**base, "compute": {"accumulator": "align:13", "chunk": 128}}, example=x)
+    ops = {line.term: line for line in align.rows[0].lines}
+    assert ops["acc"].op == "int14 add (align:13)" and ops["acc"].count == 20 * 255
+    assert ops["promote"].count == 20 * 2  # one promotion per chunk of 128
+    assert {line.op for line in bf16.rows[0].lines if line.term == "acc"} == {"bf16 add (accumulator)"}
+    assert align.total_pj < bf16.total_pj < plain.total_pj
