@@ -123,11 +123,19 @@ class Align:
     def __str__(self) -> str:
         return f"align:{self.k}" + ("" if self.mode == "rz" else f"/{self.mode}")
 
-    def _cut(self, terms: torch.Tensor, dim: int) -> torch.Tensor:
-        _, e = torch.frexp(terms.abs().amax(dim=dim, keepdim=True))
-        grid = torch.ldexp(torch.ones(e.shape, dtype=terms.dtype, device=terms.device), e - self.k)
-        q = terms / grid
-        return (torch.trunc(q) if self.mode == "rz" else torch.round(q)) * grid
+    def _aligned_sum(self, prods: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+        """The exact sum of the group's products ``[Bt, M, G, N]`` (and the running ``carry``), each cut to
+        ``k`` bits below the largest exponent among them."""
+        top = prods.abs().amax(-2)
+        if carry is not None:
+            top = torch.maximum(top, carry.abs())
+        _, e = torch.frexp(top)
+        inv = torch.ldexp(torch.ones(e.shape, dtype=prods.dtype, device=prods.device), self.k - e)  # 1 / grid
+        cut = torch.trunc_ if self.mode == "rz" else torch.round_
+        q = cut(prods * inv.unsqueeze(-2)).sum(-2)  # integers below 2^k each: the sum is exact
+        if carry is not None:
+            q += cut(carry * inv)
+        return q / inv
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
         k = a.shape[-1]
@@ -141,10 +149,8 @@ class Align:
                 tc = None
                 for g0 in range(c0, min(c0 + chunk, k), group):
                     g1 = min(g0 + group, c0 + chunk, k)
-                    terms = _products(a_blk[..., g0:g1], b_blk[..., g0:g1, :], c.product)  # [Bt, M, G, N]
-                    if tc is not None:
-                        terms = torch.cat([tc.unsqueeze(-2), terms], dim=-2)
-                    tc = self._cut(terms, -2).sum(-2)  # exact: at most 2^k * (G + 1) on one grid
+                    prods = _products(a_blk[..., g0:g1], b_blk[..., g0:g1, :], c.product)  # [Bt, M, G, N]
+                    tc = self._aligned_sum(prods, tc)
                 s = promote(tc) if s is None else promote(s + tc)
             return s
 
