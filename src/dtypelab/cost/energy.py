@@ -35,16 +35,18 @@ from torch import nn
 
 from dtypelab._markdown import markdown_table
 from dtypelab.cost.plans import Plan, resolve_plans
-from dtypelab.cost.pricing import Datapath, Op, datapath, priced, rescale_ops
+from dtypelab.cost.pricing import Datapath, Op, compute_datapath, datapath, priced, rescale_ops
 from dtypelab.cost.table import EnergyTable, load_table
 from dtypelab.cost.trace import OpRecord, count
 from dtypelab.schemes import PerBlock, Scheme
 
 ACCOUNTING = ("lab", "full")
-TERMS = ("mul", "acc", "bias", "zero_point", "rescale", "convert", "lookup", "dynamic_scale", "attn_scale")
+TERMS = ("mul", "acc", "promote", "bias", "zero_point", "rescale", "convert", "lookup", "dynamic_scale",
+         "attn_scale")
 TERM_DOC = {
     "mul": "one multiply per product",
-    "acc": "K-1 accumulate adds per dot product of length K",
+    "acc": "K-1 accumulate adds per dot product of length K (at the width of the layer's compute accumulator, if set)",
+    "promote": "align:k accumulators: one add in the promotion format per chunk of products",
     "bias": "one bias add per output (lab: quantized layers only, at the operand width; full: every layer, at the "
             "accumulator width)",
     "zero_point": "one subtraction per element of an operand with a zero point (unsigned integers)",
@@ -175,6 +177,12 @@ def _lines(rec: OpRecord, plan: Plan | None, t: EnergyTable, accounting: str) ->
         if op is not None and n > 0:
             out.append(TermLine(term, op.name, n, op.pj))
 
+    compute = getattr(plan, "compute", None) if rec.weight else None
+    if compute is not None:
+        bits = max([s.format.bits for s in schemes] or [32])
+        dp, promote = compute_datapath(t, dp, compute, bits)
+        chunk = compute.chunk or rec.k
+        add("promote", promote, rec.outputs * math.ceil(rec.k / chunk))
     add("mul", dp.mul, rec.outputs * rec.k)
     add("acc", dp.acc, rec.outputs * (rec.k - 1))
     for op in dp.convert:

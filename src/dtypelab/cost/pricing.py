@@ -230,3 +230,33 @@ def rescale_ops(t: EnergyTable, dp: Datapath, pow2: bool) -> tuple[Op, ...]:
     if dp.integer:
         return (priced(t, "int32 mul (requantize)", "mul", "int", 32), Op("shift", t.shift))
     return (_fp(t, "mul", 32),)
+
+
+def compute_datapath(t: EnergyTable, dp: Datapath, compute: object, operand_bits: int) -> tuple[Datapath, Op | None]:
+    """The datapath with its accumulate add priced from a layer's simulated ``compute``
+    (:class:`dtypelab.arith.Compute`), and the promotion add of the align:k model (one per chunk), if any.
+
+    A format accumulator adds at its width (fp, posit as fp, int); the quire is an integer add of 16 x the
+    operand width (Posit Standard 2022); ``align:k`` an integer add of k + 1 bits per product plus one add in the
+    promotion format per chunk; ``fixed(W,F)`` / ``intW`` an integer add of W bits. A rounded product format
+    prices the multiply at that format's width.
+    """
+    from dtypelab.arith.compute import Align, Fixed, FormatAcc, Quire
+
+    acc, promote = compute.accumulator, None
+    if isinstance(acc, FormatAcc):
+        kind = "int" if acc.fmt.kind == "int" else "fp"
+        op = priced(t, f"{acc.fmt} add (accumulator)", "add", kind, acc.fmt.bits)
+    elif isinstance(acc, Quire):
+        op = _int_add(t, 16 * operand_bits, " (quire)")
+    elif isinstance(acc, Align):
+        op = _int_add(t, acc.k + 1, f" ({acc})")
+        promote = priced(t, f"{compute.promote} add (promotion)", "add", "fp", compute.promote.bits)
+    elif isinstance(acc, Fixed):
+        op = _int_add(t, acc.width, f" ({acc})")
+    else:  # pragma: no cover - every accumulator class is listed above
+        raise ValueError(f"no energy rule for accumulator {acc}")
+    mul = dp.mul
+    if not compute.product.exact:
+        mul = priced(t, f"{compute.product} mul (product)", "mul", "fp", compute.product.bits)
+    return replace(dp, acc=op, mul=mul), promote

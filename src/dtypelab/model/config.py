@@ -38,6 +38,13 @@ by its own scheme and rounding (``e5m2/tensor/absmax//sr``); :func:`dtypelab.mod
 it. A rule's ``backward`` changes only the keys it gives (``backward: null`` clears them all); ``to_dict`` writes it
 only where set.
 
+``compute:`` (top level: every Linear / Conv1d / Conv2d; or in a layer rule) simulates the layer's arithmetic:
+``{product, accumulator, chunk, group, order, overflow, promote, output}`` (:mod:`dtypelab.arith.compute`;
+``accumulator: bf16``, ``quire``, ``align:13`` with ``chunk: 128``, ``int32`` ...). ``ops:`` is a list of
+``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, BERT
+self-attention's Q·Kᵀ and A·V, its residual adds: :mod:`dtypelab.arith.ops`). Both are written by ``to_dict``
+only where set.
+
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
 ``out_proj.weight``; its activations are query, key and value). :func:`resolve` turns a config into one
@@ -68,6 +75,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from dtypelab._io import atomic_write
+from dtypelab.arith.compute import Compute
+from dtypelab.arith.rules import COMPUTE_KINDS, OpRule, compute_spec
 from dtypelab.model.equalize import equalizer
 from dtypelab.model.fold import rotation_spec
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
@@ -168,6 +177,7 @@ class LayerRule(BaseModel):
     equalize: str | None = None
     backward: BackwardSpec | None = None
     rotate: str | None = None
+    compute: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +188,11 @@ class LayerRule(BaseModel):
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute(cls, v: Any) -> dict[str, Any] | None:
+        return compute_spec(v)
 
     @field_validator("weight_method", mode="before")
     @classmethod
@@ -209,7 +224,7 @@ class LayerRule(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
-                                              "weight_method", "equalize", "rotate", "backward")
+                                              "weight_method", "equalize", "rotate", "backward", "compute")
                 if k in self.model_fields_set}
 
 
@@ -228,6 +243,8 @@ class QuantConfig(BaseModel):
     rotate: str | None = None
     fold: bool = True
     backward: BackwardSpec | None = None
+    compute: dict[str, Any] | None = None
+    ops: list[OpRule] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +255,11 @@ class QuantConfig(BaseModel):
     @classmethod
     def _schemes(cls, v: Any) -> str | None:
         return _scheme_spec(v)
+
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute(cls, v: Any) -> dict[str, Any] | None:
+        return compute_spec(v)
 
     @field_validator("weight_method", mode="before")
     @classmethod
@@ -293,14 +315,17 @@ class QuantConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (rules keep only the fields they set); ``QuantConfig.coerce(c.to_dict()) == c``."""
-        d = self.model_dump(mode="json", exclude={"layers"})
+        d = self.model_dump(mode="json", exclude={"layers", "ops"})
         if d["weight_method"] == "rtn":
             del d["weight_method"]
-        for key, default in (("equalize", None), ("rotate", None), ("fold", True), ("backward", None)):
+        for key, default in (("equalize", None), ("rotate", None), ("fold", True), ("backward", None),
+                             ("compute", None)):
             if d[key] == default:
                 del d[key]
         d["layers"] = [{"match": r.match, **{k: v.model_dump(exclude_unset=True) if isinstance(v, BackwardSpec) else v
                                              for k, v in r.overrides().items()}} for r in self.layers]
+        if self.ops:
+            d["ops"] = [{"match": r.match, **r.fields()} for r in self.ops]
         return d
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
@@ -336,6 +361,7 @@ class LayerPlan:
         equalize: the equalizer spec (:mod:`dtypelab.model.equalize`), or None.
         rotate: the rotation spec (:mod:`dtypelab.model.fold`), or None.
         backward: the schemes of its backward pass (:class:`BackwardSpec`), or None (straight-through FP32).
+        compute: the simulated arithmetic of its dot products (:class:`dtypelab.arith.Compute`), or None (FP32).
     """
 
     name: str
@@ -348,6 +374,7 @@ class LayerPlan:
     equalize: str | None = None
     rotate: str | None = None
     backward: BackwardSpec | None = None
+    compute: Compute | None = None
 
     @property
     def needs_inputs(self) -> bool:
@@ -432,8 +459,9 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
     settings = {n: {"weights": cfg.weights, "activations": cfg.activations,
                     "activation_scales": cfg.activation_scales, "bias": cfg.bias,
                     "weight_method": cfg.weight_method, "equalize": cfg.equalize, "rotate": cfg.rotate,
-                    "backward": cfg.backward}
+                    "backward": cfg.backward, "compute": cfg.compute}
                 for n in layers}
+    ruled_compute: set[str] = set()
     for rule in cfg.layers:
         matched = _rule_matches(rule, layers)
         if not matched:
@@ -442,6 +470,8 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             backward = _merge_backward(settings[n]["backward"], rule) if "backward" in rule.model_fields_set \
                 else settings[n]["backward"]
             settings[n].update(rule.overrides(), backward=backward)
+            if "compute" in rule.model_fields_set and rule.compute is not None:
+                ruled_compute.add(n)
 
     plans: dict[str, LayerPlan] = {}
     tied: dict[int, tuple[str, Scheme | None, bool]] = {}
@@ -496,8 +526,14 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
                                  "rtn and no equalize on tied weights")
             tied.setdefault(key, (name, weight, rounds_once))
         backward = s["backward"] if s["backward"] is not None and s["backward"].active else None
+        compute = None
+        if s["compute"] is not None and kind.name in COMPUTE_KINDS:
+            compute = Compute.parse(s["compute"])
+        elif name in ruled_compute:
+            raise ValueError(f"{label}: compute simulates the dot products of {', '.join(COMPUTE_KINDS)} layers; "
+                             f"a {kind.name} layer cannot have it (BERT attention: an ops rule)")
         plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
-                                s["rotate"], backward)
+                                s["rotate"], backward, compute)
     return plans
 
 

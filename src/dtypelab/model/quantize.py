@@ -351,6 +351,7 @@ class QuantState:
     input_scales: dict[str, InputTransform] = field(default_factory=dict)  # run before the activation quantizers
     folds: dict[str, str] = field(default_factory=dict)  # layer -> the op its input transform is folded into
     report: QuantReport | None = None
+    arith: Any = None  # dtypelab.arith.ops.ArithState: simulated arithmetic, attached last
     _handles: list[Any] = field(default_factory=list)
     _attached: list[_WeightPart] = field(default_factory=list)
     _param_order: dict[int, tuple[nn.Module, list[str]]] = field(default_factory=dict)
@@ -366,6 +367,8 @@ class QuantState:
                 self._handles.append(self.plans[name].module.register_forward_pre_hook(h, with_kwargs=True))
             for name, q in self.activations.items():
                 self._handles.append(self.plans[name].module.register_forward_pre_hook(q, with_kwargs=True))
+            if self.arith is not None:
+                self.arith.attach(model)
             model.__dict__[STATE_ATTR] = self
         except BaseException:
             self.detach(model)
@@ -373,6 +376,8 @@ class QuantState:
 
     def detach(self, model: nn.Module) -> None:
         """Take off everything :meth:`attach` put on, restoring parameter order."""
+        if self.arith is not None:
+            self.arith.detach(model)
         for h in reversed(self._handles):
             h.remove()
         self._handles.clear()
@@ -714,8 +719,12 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
         'Linear'
     """
     _check_model(model, stats, calibration)
+    from dtypelab.arith.ops import build as build_arith
+    from dtypelab.arith.ops import resolve_ops
+
     cfg = QuantConfig.coerce(config)
     plans = resolve(model, cfg)
+    op_specs = resolve_ops(model, cfg.ops)
     static = [n for n, p in plans.items() if p.needs_inputs]
     if static and calibration is None:
         raise ValueError(f"static activation scales and weight methods such as gptq need calibration batches "
@@ -734,6 +743,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping[str, Any] | s
                              "calibration data and forward=, or set activation_scales: dynamic (and weights "
                              "method: rtn) for them")
         state, act_stats = _build(model, cfg, plans, observed, stats)
+        state.arith = build_arith(model, plans, op_specs, state.activations)
         del observed
         dequantized: dict[int, torch.Tensor] = {}
         state.report = _report(model, plans, act_stats, dequantized, stats, state)
