@@ -163,10 +163,40 @@ def _rotate_spec(v: Any) -> str | None:
     return None if v is None else rotation_spec(v)
 
 
-class LayerRule(BaseModel):
-    """An override for the layers a pattern matches; only the fields given override."""
+class _LayerOptions(BaseModel):
+    """The options a config gives every layer and a rule overrides, with their shared validators (each subclass
+    declares the fields, with its defaults)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_weights(cls, data: Any) -> Any:
+        return _weights_mapping(data)
+
+    @field_validator("weights", "activations", mode="before", check_fields=False)
+    @classmethod
+    def _schemes(cls, v: Any) -> str | None:
+        return _scheme_spec(v)
+
+    @field_validator("compute", mode="before", check_fields=False)
+    @classmethod
+    def _compute(cls, v: Any) -> dict[str, Any] | None:
+        return compute_spec(v)
+
+    @field_validator("equalize", mode="before", check_fields=False)
+    @classmethod
+    def _equalize(cls, v: Any) -> str | None:
+        return _equalize_spec(v)
+
+    @field_validator("rotate", mode="before", check_fields=False)
+    @classmethod
+    def _rotate(cls, v: Any) -> str | None:
+        return _rotate_spec(v)
+
+
+class LayerRule(_LayerOptions):
+    """An override for the layers a pattern matches; only the fields given override."""
 
     match: str
     weights: str | None = None
@@ -179,35 +209,10 @@ class LayerRule(BaseModel):
     rotate: str | None = None
     compute: dict[str, Any] | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _split_weights(cls, data: Any) -> Any:
-        return _weights_mapping(data)
-
-    @field_validator("weights", "activations", mode="before")
-    @classmethod
-    def _schemes(cls, v: Any) -> str | None:
-        return _scheme_spec(v)
-
-    @field_validator("compute", mode="before")
-    @classmethod
-    def _compute(cls, v: Any) -> dict[str, Any] | None:
-        return compute_spec(v)
-
     @field_validator("weight_method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> str | None:
         return _method_name(v)
-
-    @field_validator("equalize", mode="before")
-    @classmethod
-    def _equalize(cls, v: Any) -> str | None:
-        return _equalize_spec(v)
-
-    @field_validator("rotate", mode="before")
-    @classmethod
-    def _rotate(cls, v: Any) -> str | None:
-        return _rotate_spec(v)
 
     @field_validator("match")
     @classmethod
@@ -228,10 +233,8 @@ class LayerRule(BaseModel):
                 if k in self.model_fields_set}
 
 
-class QuantConfig(BaseModel):
+class QuantConfig(_LayerOptions):
     """A validated quantization config (see the module docstring for the fields)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: str | None = None
     activations: str | None = None
@@ -246,35 +249,10 @@ class QuantConfig(BaseModel):
     compute: dict[str, Any] | None = None
     ops: list[OpRule] = []
 
-    @model_validator(mode="before")
-    @classmethod
-    def _split_weights(cls, data: Any) -> Any:
-        return _weights_mapping(data)
-
-    @field_validator("weights", "activations", mode="before")
-    @classmethod
-    def _schemes(cls, v: Any) -> str | None:
-        return _scheme_spec(v)
-
-    @field_validator("compute", mode="before")
-    @classmethod
-    def _compute(cls, v: Any) -> dict[str, Any] | None:
-        return compute_spec(v)
-
     @field_validator("weight_method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> str:
         return weight_method(v).name
-
-    @field_validator("equalize", mode="before")
-    @classmethod
-    def _equalize(cls, v: Any) -> str | None:
-        return _equalize_spec(v)
-
-    @field_validator("rotate", mode="before")
-    @classmethod
-    def _rotate(cls, v: Any) -> str | None:
-        return _rotate_spec(v)
 
     # ---- construction and round trips ------------------------------------------------------------------------
 
