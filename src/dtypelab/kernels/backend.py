@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from importlib import import_module
 from typing import Protocol
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from dtypelab.kernels import blockwise, lut, posit_closed
+from dtypelab.kernels.blockwise import BlockRule
 from dtypelab.kernels.log2hist import torch_log2_hist_centres
 from dtypelab.kernels.random import torch_words
 from dtypelab.kernels.stochastic import torch_goes_away
@@ -59,22 +59,6 @@ class StochasticEngineLike(Protocol):
     inverse: np.ndarray
     random_bits: int
     flush_below: float
-
-
-@dataclass(frozen=True)
-class BlockRule:
-    """What a fused block kernel needs of a scale rule and the element range: the rule's kernel name
-    (``none``, ``absmax``, ``mx``, ``mx-ceil``, ``mx-even`` or ``mx-rceil``), the element max, MX's ``emax`` and
-    fixed-point unit, the zero point, whether elements are clipped to ±max before rounding, and the element's
-    fraction bits in its top binade (``mbits``, read by ``mx-even``)."""
-
-    name: str
-    qmax: float
-    emax: int = 0
-    unit: float = 1.0
-    zero_point: float = 0.0
-    clip: bool = False
-    mbits: int = 0
 
 
 class Backend:

@@ -15,7 +15,7 @@ that it vectorizes.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,8 +23,22 @@ from numba import njit, prange
 
 from dtypelab.kernels.lut import CUT, DIRECT, TWO_LEVEL, lookup
 
-if TYPE_CHECKING:
-    from dtypelab.kernels.backend import BlockRule
+
+@dataclass(frozen=True)
+class BlockRule:
+    """What a fused block kernel needs of a scale rule and the element range: the rule's kernel name
+    (``none``, ``absmax``, ``mx``, ``mx-ceil``, ``mx-even`` or ``mx-rceil``), the element max, MX's ``emax`` and
+    fixed-point unit, the zero point, whether elements are clipped to ±max before rounding, and the element's
+    fraction bits in its top binade (``mbits``, read by ``mx-even``)."""
+
+    name: str
+    qmax: float
+    emax: int = 0
+    unit: float = 1.0
+    zero_point: float = 0.0
+    clip: bool = False
+    mbits: int = 0
+
 
 RULE_NONE, RULE_ABSMAX, RULE_MX = 0, 1, 2
 RULE_MX_CEIL, RULE_MX_EVEN, RULE_MX_RCEIL = 3, 4, 5  # the MX variants (schemes/scales.py: MxCeil ...)
@@ -182,7 +196,7 @@ def torch_block_scales(flat: torch.Tensor, size: int, rule: BlockRule, given: to
     on the bit patterns, as the kernels do.
 
     Example:
-        >>> from dtypelab.kernels.backend import BlockRule
+        >>> from dtypelab.kernels.blockwise import BlockRule
         >>> s, nan = torch_block_scales(torch.tensor([1.0, -6.0, 0.0, float("nan")]), 2, BlockRule("absmax", 3.0))
         >>> s.tolist(), nan.tolist()
         ([2.0, 1.0], [False, True])
