@@ -10,11 +10,11 @@ Example:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from dtypelab._patterns import check_match
 from dtypelab.arith.compute import Compute
 from dtypelab.arith.numbers import rounder
 from dtypelab.schemes import Scheme
@@ -62,14 +62,7 @@ class OpRule(BaseModel):
     @field_validator("match")
     @classmethod
     def _match(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("ops match must not be empty: a glob on the module name, 're:REGEX' or a class name")
-        if v.startswith("re:"):
-            try:
-                re.compile(v[3:])
-            except re.error as e:
-                raise ValueError(f"ops match {v!r}: bad regular expression: {e}") from None
-        return v
+        return check_match(v, "ops match", "a glob on the module name, 're:REGEX' or a class name")
 
     def fields(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("output", "softmax", "residual", "compute", "operands")

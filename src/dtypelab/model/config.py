@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from dtypelab._io import atomic_write
+from dtypelab._patterns import check_match
 from dtypelab.arith.compute import Compute
 from dtypelab.arith.rules import COMPUTE_KINDS, OpRule, compute_spec
 from dtypelab.model.equalize import equalizer
@@ -217,15 +218,7 @@ class LayerRule(_LayerOptions):
     @field_validator("match")
     @classmethod
     def _check_match(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("match must not be empty: give a glob ('encoder.*'), 're:REGEX' or a type "
-                             f"({', '.join(LAYER_KINDS)})")
-        if v.startswith("re:"):
-            try:
-                re.compile(v[3:])
-            except re.error as e:
-                raise ValueError(f"match {v!r}: bad regular expression: {e}") from None
-        return v
+        return check_match(v, "match", f"give a glob ('encoder.*'), 're:REGEX' or a type ({', '.join(LAYER_KINDS)})")
 
     def overrides(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("weights", "activations", "activation_scales", "bias",
