@@ -355,3 +355,24 @@ def test_static_per_channel_activation_scales(scheme):
     lin.register_forward_hook(lambda m, a, out: got.append(a[0]))
     lin(x)
     assert torch.equal(got[0], fake_quantize(x, scheme, q.scales))
+
+
+def test_bias_on_the_accumulator_grid_keeps_the_last_bit_without_grad():
+    """Under no_grad the rounded bias is returned as is: ``b + (q - b)`` rounds where ``q`` is far from ``b``
+    (here a bias past INT32 clamped to the grid's top)."""
+    from dtypelab.model.quantize import BiasOnAccumulatorGrid
+    from dtypelab.schemes import Scheme
+
+    layer = nn.Linear(2, 1).double()
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    grid = BiasOnAccumulatorGrid(layer, "weight", Scheme.parse("int8/tensor/pow2"), torch.tensor(2.0**-30))
+    s = float(grid.accumulator_scale())
+    b = torch.tensor([2.0**30 + 0.5], dtype=torch.float64, requires_grad=True)
+    want = (2**31 - 1) * s
+    assert (b.detach() + (want - b.detach())).item() != want  # the STE form loses it
+    with torch.no_grad():
+        assert grid(b).item() == want
+    out = grid(b)
+    out.backward()
+    assert b.grad.item() == 1.0

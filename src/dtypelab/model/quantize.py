@@ -238,7 +238,7 @@ class BiasOnAccumulatorGrid(nn.Module):
     def forward(self, b: torch.Tensor) -> torch.Tensor:
         s = self.accumulator_scale().to(b.device)
         q = (torch.round(b.detach().double() / s).clamp(INT32_MIN, INT32_MAX) * s).to(b.dtype)
-        return b + (q - b).detach() if b.requires_grad else q
+        return b + (q - b).detach() if torch.is_grad_enabled() and b.requires_grad else q
 
 
 class InputHook:
