@@ -50,6 +50,7 @@ import torch
 
 from dtypelab.arith.exact import exact_matmul
 from dtypelab.arith.numbers import Rounder, rounder
+from dtypelab.kernels.accumulate import round_
 
 ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
@@ -85,14 +86,15 @@ class FormatAcc:
                 s = r(next(parts))
                 for p in parts:
                     s = r(s + p)
-        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
+        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding (in place)
             dt = torch.float32 if c.precision == "fp32" else torch.float64
             a_, b_ = a.to(dt), b.to(dt)
             k = a.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
             s = torch.zeros(a.shape[0], a.shape[1], b.shape[-1], dtype=dt, device=a.device)
+            rnd = _in_place(r, s)
             for i in range(0, k, chunk):
-                s = r(torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s))
+                rnd(torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s))
             s = s.to(torch.float64)
         return s if bias is None else r(s + bias)
 
@@ -399,6 +401,16 @@ def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch
     if rows >= m:
         return fn(a, b)
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
+
+
+def _in_place(r: Rounder, s: torch.Tensor) -> Callable[[torch.Tensor], object]:
+    """``s`` rounded by ``r`` in place: a float32 cast for fp32, the fused grid kernel for float formats on the
+    CPU, nothing for fp32 on float32 (already rounded), ``r`` and a copy otherwise."""
+    if r.spec == "fp32":
+        return (lambda t: None) if s.dtype == torch.float32 else (lambda t: t.copy_(t.to(torch.float32)))
+    if r.grid is not None and s.device.type == "cpu" and s.dtype == torch.float64:
+        return lambda t: round_(t, r.grid)
+    return lambda t: t.copy_(r(t))
 
 
 def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:

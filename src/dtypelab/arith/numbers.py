@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from dtypelab.formats import FloatFormat, Integer, LogPosit, Posit, fmt
+from dtypelab.formats import Domain, FloatFormat, Integer, LogPosit, Posit, fmt
+from dtypelab.kernels.accumulate import FloatGrid
 from dtypelab.kernels.rounding import Rounding
 
 EXACT_WORDS = ("exact", "fp64", "float64")
@@ -34,6 +36,7 @@ class Rounder:
     bits: int
     kind: str
     fn: Callable[[torch.Tensor], torch.Tensor] = field(compare=False, repr=False)
+    grid: FloatGrid | None = field(default=None, compare=False, repr=False)  # the same rounding, for fused kernels
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -44,6 +47,18 @@ class Rounder:
     @property
     def exact(self) -> bool:
         return self.kind == "exact"
+
+
+FP32_GRID = FloatGrid(24, -149, float(torch.finfo(torch.float32).max), saturate=False)
+
+
+def _grid(f: object, rounding: Rounding) -> FloatGrid | None:
+    """The float grid of a signed float format with infinities, subnormals and negative zero, rounded to
+    nearest even (finite values saturating, as ``quantize`` does); None for any other format or rounding."""
+    if isinstance(f, FloatFormat) and f.domain == Domain.EXTENDED and f.signed and f.subnormals \
+            and f.negative_zero and f.precision >= 2 and rounding == Rounding():
+        return FloatGrid(f.precision, math.frexp(f.min_positive)[1] - 1, f.max, saturate=True)
+    return None
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -65,13 +80,13 @@ def rounder(spec: str | Rounder) -> Rounder:
     if low in EXACT_WORDS:
         return Rounder("exact", 64, "exact", lambda x: x)
     if low in FP32_WORDS:
-        return Rounder("fp32", 32, "fp", _fp32)
+        return Rounder("fp32", 32, "fp", _fp32, FP32_GRID)
     name, _, mode = text.partition("/")
     if name.strip().lower() in FP32_WORDS:
         if Rounding.parse(mode) != Rounding():
             raise ValueError(f"number format {spec!r}: fp32 rounds to nearest even only (a float32 cast); "
                              "give 'fp32' or a dtypelab format with a rounding such as 'bf16/rz'")
-        return Rounder("fp32", 32, "fp", _fp32)
+        return Rounder("fp32", 32, "fp", _fp32, FP32_GRID)
     try:
         f = fmt(name.strip())
         rounding = Rounding.parse(mode or None)
@@ -79,7 +94,7 @@ def rounder(spec: str | Rounder) -> Rounder:
         raise ValueError(f"number format {spec!r} does not parse: {e}") from None
     kind = next((k for cls, k in _KINDS if isinstance(f, cls)), "codebook")
     canonical = str(f) if rounding == Rounding() else f"{f}/{rounding}"
-    return Rounder(canonical, f.bits, kind, lambda x: f.quantize(x, rounding=rounding))
+    return Rounder(canonical, f.bits, kind, lambda x: f.quantize(x, rounding=rounding), _grid(f, rounding))
 
 
 __all__ = ["Rounder", "rounder"]

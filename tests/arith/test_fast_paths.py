@@ -1,0 +1,91 @@
+"""The fast paths of the simulated accumulators against straightforward references: the fused in-place grid
+rounding against each format's ``quantize``, and a whole dot product against a per-chunk (per-group) loop."""
+
+import pytest
+import torch
+
+import dtypelab as dl
+from dtypelab.arith import Compute, rounder
+from dtypelab.kernels.accumulate import round_
+
+
+def _hard_values(spec: str, n: int = 20000) -> torch.Tensor:
+    """Random magnitudes over the whole range of ``spec`` and beyond, the format's ties, subnormal ties,
+    overflow, signed zeros, inf and NaN."""
+    g = torch.Generator().manual_seed(0)
+    r = rounder(spec)
+    lo = r.grid.min_exp - 3
+    hi = int(torch.tensor(r.grid.max).log2().ceil()) + 3
+    x = torch.randn(n, generator=g, dtype=torch.float64) * torch.exp2(
+        torch.randint(lo, hi, (n,), generator=g).double())
+    if spec == "fp32":
+        v = torch.randn(4000, generator=g).double()
+        vals = torch.cat([v, v.float().nextafter(torch.tensor(float("inf"))).double()])
+    else:
+        vals = dl.fmt(spec).values()
+    mids = (vals[1:] + vals[:-1]) / 2  # ties (exact in float64)
+    step = 2.0**r.grid.min_exp
+    special = torch.tensor([0.0, -0.0, step, step / 2, -step / 2, 1.5 * step, step / 4, float("inf"),
+                            -float("inf"), float("nan"), r.grid.max, -r.grid.max, r.grid.max * 1.0001, 1e300],
+                           dtype=torch.float64)
+    return torch.cat([x, mids, mids.nextafter(torch.tensor(0.0, dtype=torch.float64)), special])
+
+
+@pytest.mark.parametrize("spec", ["bf16", "fp16", "fp(5,10)", "e5m2", "fp(4,3)", "fp(3,2)", "fp32"])
+def test_grid_rounding_equals_the_format(spec):
+    """round_ on the format's grid is bit for bit what the rounder does (quantize, or the float32 cast)."""
+    r = rounder(spec)
+    assert r.grid is not None
+    x = _hard_values(spec)
+    got, want = round_(x.clone(), r.grid), r(x)
+    assert torch.equal(got.isnan(), want.isnan())
+    ok = ~want.isnan()
+    assert torch.equal(got[ok], want[ok])
+    assert torch.equal(torch.signbit(got[ok]), torch.signbit(want[ok]))
+
+
+def test_formats_without_a_grid_take_the_rounder():
+    assert rounder("posit(16,1)").grid is None and rounder("bf16/rz").grid is None
+    assert rounder("bf16/sr8").grid is None and rounder("exact").grid is None
+    assert rounder("e4m3").grid is None  # no infinities: quantize saturates them
+
+
+def _reference(c: Compute, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The running sum chunk after chunk: s = acc(s + a_chunk @ b_chunk) (align: per group, by its definition)."""
+    k, chunk = a.shape[-1], c.chunk or a.shape[-1]
+    acc = c.accumulator
+    s = None
+    for c0 in range(0, k, chunk):
+        if hasattr(acc, "fmt"):
+            p = a[:, c0:c0 + chunk] @ b[c0:c0 + chunk]
+            s = acc.fmt(p if s is None else s + p)
+            continue
+        tc = None
+        for g0 in range(c0, min(c0 + chunk, k), c.group or chunk):
+            g1 = min(g0 + (c.group or chunk), c0 + chunk, k)
+            prods = a[:, g0:g1, None] * b[None, g0:g1, :]  # [M, G, N]
+            top = prods.abs().amax(1) if tc is None else torch.maximum(prods.abs().amax(1), tc.abs())
+            grid = torch.exp2(torch.frexp(top)[1].double() - acc.k)
+            cut = torch.trunc(prods / grid[:, None]).sum(1) * grid
+            tc = cut if tc is None else cut + torch.trunc(tc / grid) * grid
+        s = c.promote(tc if s is None else s + tc)
+    return s
+
+
+@pytest.mark.parametrize("compute", [
+    {"accumulator": "fp32", "chunk": 32}, {"accumulator": "bf16", "chunk": 32}, {"accumulator": "fp16", "chunk": 32},
+    {"accumulator": "bf16", "chunk": 1}, {"accumulator": "fp16", "chunk": 7},
+    {"accumulator": "align:13", "group": 32, "chunk": 128}])
+def test_fast_path_equals_the_per_chunk_reference(compute):
+    """Random bf16-valued operands of mixed magnitudes (chunk sums exact in float64), K not a multiple of the
+    chunk: the fast path is the per-chunk reference bit for bit."""
+    g = torch.Generator().manual_seed(5)
+    bf16 = dl.fmt("bf16")
+    k = 300
+    a = bf16.quantize(torch.randn(9, k, generator=g, dtype=torch.float64)
+                      * torch.exp2(torch.randint(-6, 6, (9, k), generator=g).double()))
+    b = bf16.quantize(torch.randn(k, 11, generator=g, dtype=torch.float64))
+    c = Compute.parse(compute)
+    got = c.matmul(a, b)
+    assert torch.equal(got, _reference(c, a, b))
+    assert not torch.equal(got, a @ b)  # the accumulator rounds something
