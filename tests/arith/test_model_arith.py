@@ -206,3 +206,36 @@ def test_energy_prices_the_compute_config():
     assert ops["promote"].count == 20 * 2  # one promotion per chunk of 128
     assert {line.op for line in bf16.rows[0].lines if line.term == "acc"} == {"bf16 add (accumulator)"}
     assert align.total_pj < bf16.total_pj < plain.total_pj
+
+
+def test_energy_prices_the_attention_compute(minilm):
+    """An ops rule's operands and compute price BERT attention's Q·Kᵀ and A·V (not only the Linear layers):
+    the accumulate adds of those products at the accumulator's width, nothing else changed."""
+    model, batch = minilm
+    base = {"weights": "e4m3", "activations": "e4m3"}
+
+    def priced(attention):
+        ops = [] if attention is None else [{"match": "BertSelfAttention", "operands": "e4m3", **attention}]
+        return dl.cost.energy(model, {**base, "ops": ops}, example=batch)
+
+    plain, e4m3, bf16, quire = (priced(a) for a in (None, {}, {"compute": {"accumulator": "bf16", "chunk": 32}},
+                                                         {"compute": {"accumulator": "quire"}}))
+    name = "encoder.layer.0.attention.self"
+
+    def acc(report):
+        row = next(r for r in report.rows if r.name == name)
+        return {(x.op, x.count) for x in row.lines if x.term == "acc"}, row
+
+    (fp32_ops, row), (bf16_ops, _), (quire_ops, _) = acc(e4m3), acc(bf16), acc(quire)
+    assert {op for op, _ in fp32_ops} == {"fp32 add"} and row.activation == str(dl.Scheme.parse("e4m3"))
+    assert {op for op, _ in bf16_ops} == {"bf16 add (accumulator)"}
+    assert {op for op, _ in quire_ops} == {"int128 add (quire)"}  # 16 x the 8-bit operands
+    assert sum(n for _, n in bf16_ops) == sum(n for _, n in fp32_ops) > 0  # the same K-1 adds per output
+    assert e4m3.total_pj < plain.total_pj  # e4m3 operands instead of fp32 ones
+    assert bf16.total_pj < e4m3.total_pj  # a bf16 add costs less than an fp32 one
+    diff = e4m3.total_pj - quire.total_pj  # the attention adds only: fp32 adds became int128 (quire) adds
+    each = [next(x.pj_each for x in acc(r)[1].lines if x.term == "acc") for r in (e4m3, quire)]
+    want = sum(n for _, n in fp32_ops) * 6 * (each[0] - each[1])  # 6 layers
+    assert diff == pytest.approx(want)
+    linear = {r.name: r.total_pj for r in plain.rows if r.name.endswith(("query", "dense"))}
+    assert linear and all(r.total_pj == linear[r.name] for r in bf16.rows if r.name in linear)

@@ -7,6 +7,7 @@ an already resolved ``{name: LayerPlan}`` mapping is accepted as is.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
@@ -31,3 +32,33 @@ def resolve_plans(model: nn.Module, config: Any) -> dict[str, Plan]:
     from dtypelab.model.config import resolve
 
     return dict(resolve(model, config if config is not None else {}))
+
+
+@dataclass(frozen=True)
+class OpPlan:
+    """What an ``ops:`` rule gives a module's activation x activation products (BERT attention's Q·Kᵀ, A·V):
+    the operands' scheme (dynamic scales) and the simulated compute."""
+
+    name: str
+    module: nn.Module
+    activation: Scheme | None
+    compute: Any = None  # dtypelab.arith.Compute
+    weight: Scheme | None = None
+    dynamic: bool = True
+
+
+def resolve_op_plans(model: nn.Module, config: Any) -> dict[str, OpPlan]:
+    """``{module name: OpPlan}`` of the ``ops:`` rules of ``config`` that set ``operands`` or ``compute``
+    (none for an already resolved plan mapping)."""
+    if config is None or (isinstance(config, Mapping) and config and all(
+            hasattr(v, "module") and hasattr(v, "weight") for v in config.values())):
+        return {}
+    from dtypelab.arith.compute import Compute
+    from dtypelab.arith.ops import resolve_ops
+    from dtypelab.model.config import QuantConfig
+
+    modules = dict(model.named_modules())
+    return {name: OpPlan(name, modules[name], Scheme.parse(spec["operands"]) if spec.get("operands") else None,
+                         Compute.parse(spec["compute"]) if spec.get("compute") else None)
+            for name, spec in resolve_ops(model, QuantConfig.coerce(config).ops).items()
+            if spec.get("operands") or spec.get("compute")}
