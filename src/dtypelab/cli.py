@@ -349,6 +349,34 @@ def sensitivity(
 
 
 @app.command()
+def arith(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="A workload with BERT attention (minilm).")]
+    = "minilm",
+    limit: Annotated[int | None, typer.Option(help="Evaluate on this many test items (a quick look).")] = None,
+    cell: Annotated[list[str] | None, typer.Option("--cell", help="Only these cells ('e4m3 | bf16'; default: "
+                                                   "all).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/arith-WORKLOAD); the sweep report "
+                                             "of a run directory shows the section.")] = None,
+) -> None:
+    """The accumulator study: recall@1, fidelity and energy per storage format x simulated accumulator."""
+    from dtypelab import workloads
+    from dtypelab.experiments import arith as study
+
+    with _one_line_errors():
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        cells = study.default_cells()
+        unknown = sorted(set(cell or ()) - {c.label for c in cells})
+        if unknown:
+            raise ValueError(f"unknown cell(s) {unknown}; valid: {', '.join(c.label for c in cells)}")
+        chosen = [c for c in cells if not cell or c.label in cell]
+        rows = study.run(workloads.get(workload), chosen, limit=limit, progress=False)
+        paths = study.write(rows, out or Path("runs") / f"arith-{workload}", workload, limit)
+    typer.echo(study.section(rows, workload, limit))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
 def train(
     workload: Annotated[str, typer.Option("--workload", "-w", help="A trainable workload (digits-vgg).")],
     config: Annotated[Path | None, typer.Option(help="A training config (YAML/JSON/TOML); default: FP32.")] = None,

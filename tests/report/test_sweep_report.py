@@ -133,3 +133,22 @@ def test_a_calibration_comparison_in_the_run_directory_adds_its_tables(tmp_path)
     assert header2[1:] == ["absmax", "percentile:99.99", "entropy"] and body2 == [["int8", "", "", 0.5]]
     page = sweep_report.build(store).markdown()
     assert weights in page and acts in page and "| nf4    | 0.4 | 0.45 |" in page
+
+
+def test_an_accumulator_study_in_the_run_directory_adds_its_section(tmp_path):
+    import json
+
+    from dtypelab.experiments import arith
+
+    store = synthetic_store(tmp_path)
+    assert "Accumulators" not in sweep_report.build(store).markdown()
+    rows = [{"storage": "fp32", "accumulator": "fp32 (torch)", "compute": None, "recall@1": 0.54, "fidelity": 1.0,
+             "energy_pj": 6.0e8, "seconds": 20.0},
+            {"storage": "e4m3", "accumulator": "align:13/128", "compute": {"accumulator": "align:13"},
+             "recall@1": 0.5123, "fidelity": 0.98765, "energy_pj": 1.25e8, "seconds": 95.0}]
+    paths = arith.write(rows, tmp_path, "minilm", limit=3)
+    assert [p.name for p in paths] == ["arith.json", "arith.md"]
+    assert json.loads(paths[0].read_text())["rows"] == rows
+    page = sweep_report.build(store).markdown()
+    assert "Accumulators (minilm, the first 3 topics)" in page
+    assert "| e4m3    | align:13/128 |   0.5123 |  0.98765 |    125.00 |" in page

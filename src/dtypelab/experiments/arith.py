@@ -6,7 +6,8 @@ all of them with one :class:`~dtypelab.arith.Compute`: fp32, bf16 and fp16 accum
 tensor-core model ``align:13`` (groups of 32 products, promotion into fp32 every 128: DeepSeek-V3's H800
 observation), the quire, and the LP datapath of seed 001 (LP storage, the log-domain multiply -- exact -- and a
 32-bit fixed-point accumulator with 16 fraction bits, products truncated onto it, saturating). A row
-``none`` is today's storage-only simulation (FP32 arithmetic). :func:`section` writes the markdown section.
+``none`` is today's storage-only simulation (FP32 arithmetic). :func:`write` puts the rows into a run
+directory (``arith.json``, rendered by the sweep report, and ``arith.md``).
 
 Example:
     >>> [c.label for c in default_cells()][:3]
@@ -17,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from dtypelab._io import atomic_write
 from dtypelab._markdown import markdown_table
 
 STORAGES = ("e4m3", "posit(8,1)")
@@ -89,19 +93,41 @@ def run(workload: Any, cells: list[ArithCell] | None = None, limit: int | None =
     return rows
 
 
+HEADER = ["storage", "accumulator", "recall@1", "fidelity", "energy µJ", "seconds"]
+
+
+def table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per row of :func:`run` under :data:`HEADER` (energy of one example in µJ)."""
+    return [[r["storage"], r["accumulator"], f"{r.get('recall@1', float('nan')):.4f}",
+             f"{r.get('fidelity', float('nan')):.5f}",
+             f"{r['energy_pj'] / 1e6:.2f}" if r.get("energy_pj") else "", f"{r['seconds']:.0f}"] for r in rows]
+
+
+def caption(workload: str, limit: int | None) -> str:
+    scope = f"the first {limit} topics" if limit else "the whole task"
+    return f"Accumulators ({workload}, {scope})"
+
+
+INTRO = ("Storage of every Linear layer's weights and inputs and of the attention operands; arithmetic as the "
+         "accumulator column says (``none``: FP32 arithmetic, as the storage-only simulation); energy of one "
+         "example forward (the lab's table, full accounting, attention products priced with the same compute).")
+
+
 def section(rows: list[dict[str, Any]], workload: str = "minilm", limit: int | None = None) -> str:
     """The report section: one row per cell, recall@1, fidelity and energy per example."""
-    scope = f"the first {limit} topics" if limit else "the whole task"
-    head = (f"## Accumulators ({workload}, {scope})\n\nStorage of every Linear layer's weights and inputs and of the "
-            "attention operands; arithmetic as the accumulator column says (``none``: FP32 arithmetic, as the "
-            "storage-only simulation); energy of one example forward (the lab's table, full accounting).\n\n")
-    table = markdown_table(
-        ["storage", "accumulator", "recall@1", "fidelity", "energy µJ", "seconds"],
-        [[r["storage"], r["accumulator"], f"{r.get('recall@1', float('nan')):.4f}",
-          f"{r.get('fidelity', float('nan')):.5f}",
-          f"{r['energy_pj'] / 1e6:.2f}" if r.get("energy_pj") else "", f"{r['seconds']:.0f}"] for r in rows])
-    return head + table + "\n"
+    return f"## {caption(workload, limit)}\n\n{INTRO}\n\n{markdown_table(HEADER, table(rows))}\n"
 
 
-__all__ = ["ArithCell", "default_cells", "cell_config", "run", "section", "STORAGES", "ACCUMULATORS",
-           "LP_STORAGE", "LP_DATAPATH"]
+def write(rows: list[dict[str, Any]], out: str | Path, workload: str = "minilm",
+          limit: int | None = None) -> list[Path]:
+    """``arith.json`` (``{workload, limit, rows}``: the sweep report's section when it lies in a run directory)
+    and ``arith.md`` in ``out``, written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"workload": workload, "limit": limit, "rows": rows}
+    return [atomic_write(out / "arith.json", json.dumps(data, indent=1, default=str)),
+            atomic_write(out / "arith.md", section(rows, workload, limit))]
+
+
+__all__ = ["ArithCell", "default_cells", "cell_config", "run", "table", "caption", "section", "write", "HEADER",
+           "INTRO", "STORAGES", "ACCUMULATORS", "LP_STORAGE", "LP_DATAPATH"]

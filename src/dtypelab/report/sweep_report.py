@@ -259,6 +259,13 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
         from dtypelab.report.calibration_report import section
 
         section(doc, json.loads(calibration.read_text()))
+    arith = out / "arith.json"
+    if arith.is_file():  # dtypelab arith --out <this run directory>
+        import json
+
+        from dtypelab.report import arith_report
+
+        arith_report.section(doc, json.loads(arith.read_text()))
     doc.heading("The seeds' published numbers (their models, which cannot be loaded here)")
     doc.table(["experiment", "published"], [list(row) for row in SEED_POSITTUNE] + [["seed 002 DT", SEED_DT]])
     return doc
