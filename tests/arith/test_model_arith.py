@@ -239,3 +239,23 @@ def test_energy_prices_the_attention_compute(minilm):
     assert diff == pytest.approx(want)
     linear = {r.name: r.total_pj for r in plain.rows if r.name.endswith(("query", "dense"))}
     assert linear and all(r.total_pj == linear[r.name] for r in bf16.rows if r.name in linear)
+
+
+def test_the_lp_datapath_cell():
+    """Seed 001's LP datapath as the study configures it: LP operands, exact (log-domain) products truncated onto
+    a fixed(32,16) register, saturating; energy: the LP multiply, its log->linear conversion, a 32-bit add."""
+    from dtypelab.experiments.arith import LP_DATAPATH, LP_STORAGE
+
+    g = torch.Generator().manual_seed(0)
+    lp = dl.fmt(LP_STORAGE.split("/")[0])
+    v = lp.values()
+    a, b = v[torch.randint(len(v), (5, 40), generator=g)], v[torch.randint(len(v), (40, 3), generator=g)]
+    got = Compute.parse(LP_DATAPATH).matmul(a, b)
+    prods = a[:, :, None] * b[None, :, :]
+    want = (torch.trunc(prods * 2**16).sum(1) / 2**16).clamp(-(2.0**15), 2.0**15 - 2**-16)
+    assert torch.equal(got, want) and not torch.equal(got, a @ b)
+    layer = nn.Linear(64, 4)
+    r = dl.cost.energy(layer, {"weights": LP_STORAGE, "activations": LP_STORAGE, "compute": LP_DATAPATH},
+                       example=torch.rand(2, 64))
+    terms = {x.term: x.op for x in r.rows[0].lines}
+    assert terms["acc"] == "int32 add (fixed(32,16)/rz)" and "convert" in terms
