@@ -10,6 +10,14 @@ sensitivity`` (``--prior RUN_DIR``), or is measured here with ``--scheme`` and w
 
     nice python benchmarks/search_prior.py [--workload digits-vgg] [--space lp] [--budget 5] [--seeds 0 1 2]
                                            [--prior runs/sensitivity-digits-vgg] [--scheme int4/channel/absmax]
+                                           [--population 24] [--generations 12] [--batches 2] [--local-samples 16]
+
+``--batches`` (calibration batches the objective's output term runs on) and ``--local-samples`` (inputs per layer
+for its local term) set the cost of one evaluation; a smaller ``--population`` / ``--generations`` a run's. A
+cheap budget that finishes in about 15 min on two shared cores (sensitivity measured beforehand)::
+
+    nice python benchmarks/search_prior.py --prior runs/sensitivity-digits-vgg --population 12 --generations 6 \
+        --batches 1 --local-samples 8
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=24)
     parser.add_argument("--generations", type=int, default=12)
     parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--batches", type=int, default=2, help="calibration batches the objective runs on")
+    parser.add_argument("--local-samples", type=int, default=16, help="inputs per layer for the local term")
     parser.add_argument("--prior", type=Path, default=None)
     parser.add_argument("--scheme", default="int4/channel/absmax", help="sensitivity scheme when measured here")
     parser.add_argument("--limit", type=int, default=500, help="test items for the sensitivity's metric")
@@ -59,7 +69,8 @@ def main() -> None:
         print(f"sensitivity ({args.scheme}, {time.perf_counter() - start:.0f} s) -> {args.prior}")
     ranking = load_ranking(args.prior)
     print("ranking:", ", ".join(ranking))
-    problem = build_problem(wl, args.space, [DEFAULT_ACTIVATIONS.get(args.space)])
+    problem = build_problem(wl, args.space, [DEFAULT_ACTIVATIONS.get(args.space)], batches=args.batches,
+                            local_samples=args.local_samples)
     costs = problem.gene_costs()
     budget = args.budget * sum(problem.numel)
     score = Score(problem, CONTRASTIVE)
@@ -72,6 +83,7 @@ def main() -> None:
     rows, gains = [], []
     for seed in args.seeds:
         ga = GASettings(population=args.population, generations=args.generations, seed=seed)
+        start = time.perf_counter()
         plain, prior = evolve(fitness, costs, budget, ga, seeds=uniform), evolve(fitness, costs, budget, ga,
                                                                                    seeds=seeded)
         target = min(plain.best_fitness, prior.best_fitness) * (1 + args.tolerance)
@@ -81,6 +93,7 @@ def main() -> None:
         rows.append([seed, plain.history[0]["best"], prior.history[0]["best"], plain.best_fitness,
                      prior.best_fitness, "-" if a is None else a, "-" if b is None else b,
                      plain.evaluations, prior.evaluations])
+        print(f"GA seed {seed}: {rows[-1][1:]} ({time.perf_counter() - start:.0f} s)", flush=True)
     print(markdown_table(["GA seed", "gen-0 best (uniform)", "gen-0 best (prior)", "final best (uniform)",
                           "final best (prior)", "evals to target (uniform)", "evals to target (prior)",
                           "evals (uniform)", "evals (prior)"], rows))
