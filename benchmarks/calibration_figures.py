@@ -10,6 +10,11 @@ it finds ``calibration.json`` in its run directory.
 
     nice python benchmarks/calibration_figures.py [--workload minilm] [--batches 4] [--limit N] [--out DIR]
     nice python benchmarks/calibration_figures.py --workload pydoc-gpt     # perplexity (trains on first use)
+    nice python benchmarks/calibration_figures.py --cells 'weights/*/awq' 'activations/posit(8,1)/*'
+
+Rows already in ``--out``'s ``calibration.json`` are kept and not recomputed, so a rerun computes only the missing
+cells; ``--cells`` (shell-style patterns on ``PART/FORMAT/METHOD``) narrows it further. A cell whose config the
+workload's layers refuse (a ``ValueError``: AWQ on GPT-2's ``Conv1D`` layers) is printed as not run and left blank.
 
 Every number is one deterministic run (no sampling): calibration and evaluation use fixed data, so repeated runs
 give the same table; the wall time per row is printed for scale only.
@@ -18,6 +23,7 @@ give the same table; the wall time per row is printed for scale only.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import time
 from pathlib import Path
@@ -63,6 +69,9 @@ def main() -> None:
                         help="which rows to compute (several processes can share the work, one --out each; "
                              "merge their calibration.json rows and rerun to write the tables)")
     parser.add_argument("--formats", nargs="+", default=None, help="only these formats (default all)")
+    parser.add_argument("--cells", nargs="+", default=None, metavar="PART/FORMAT/METHOD",
+                        help="only the cells matching one of these shell-style patterns, e.g. 'weights/nf4/awq' "
+                             "'activations/*/entropy' (the fp32 row is fp32/fp32/none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dtypelab import workloads
@@ -84,8 +93,14 @@ def main() -> None:
         if (part, fmt, method) in seen or part not in args.parts or (args.formats and part != "fp32"
                                                                        and fmt not in args.formats):
             continue
+        if args.cells and not any(fnmatch.fnmatchcase(f"{part}/{fmt}/{method}", c) for c in args.cells):
+            continue
         start = time.perf_counter()
-        o = evaluate(wl, config, limit=args.limit, calibration=calib if config else None, energy=False)
+        try:
+            o = evaluate(wl, config, limit=args.limit, calibration=calib if config else None, energy=False)
+        except ValueError as e:  # a method this workload's layers do not support: the cell stays blank
+            print(f"{part:11s} {fmt:12s} {method:17s} not run: {e}", flush=True)
+            continue
         rows.append({"part": part, "format": fmt, "method": method, "metrics": o.metrics,
                      "primary_metric": o.primary_metric, "bits_per_weight": o.bits_per_weight,
                      "seconds": time.perf_counter() - start})

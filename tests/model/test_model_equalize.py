@@ -6,9 +6,11 @@ import torch
 from model_helpers import ConvNet, assert_same, snapshot
 
 import dtypelab as dl
+from dtypelab.model import equalize
 from dtypelab.model.config import QuantConfig
 from dtypelab.model.equalize import equalizer
 from dtypelab.model.quantize import Equalized, InputScale
+from dtypelab.schemes import Scheme
 
 
 def _setup(seed: int = 0):
@@ -83,7 +85,8 @@ def test_equalize_config_specs_and_errors():
     cfg = QuantConfig.coerce({"equalize": "SmoothQuant:0.50", "layers": [{"match": "0", "equalize": "awq"}]})
     assert cfg.equalize == "smoothquant:0.5" and QuantConfig.coerce(cfg.to_dict()) == cfg
     assert "equalize" not in QuantConfig.coerce({}).to_dict()
-    for bad, match in [("smoothquant:2", "alpha"), ("awq:1", "no argument"), ("smooth", "valid: smoothquant, awq")]:
+    for bad, match in [("smoothquant:2", "alpha"), ("awq:0", "positive integer"), ("awq:few", "positive integer"),
+                       ("smooth", "valid: smoothquant, awq")]:
         with pytest.raises(ValueError, match=match):
             equalizer(bad)
     with pytest.raises(ValueError, match="Linear"):
@@ -94,3 +97,25 @@ def test_equalize_config_specs_and_errors():
     with pytest.raises(ValueError, match="weights scheme"):
         dl.quantize_model(model, {"equalize": "awq"}, calibration=batches)
     assert not hasattr(model[0], "parametrizations")
+
+
+def test_awq_measures_its_error_on_a_seeded_sample_of_at_most_rows_rows(monkeypatch):
+    _, batches = _setup()
+    w = torch.randn(48, 32, generator=torch.Generator().manual_seed(1))
+    scheme = Scheme.parse("int4/channel/absmax")
+    assert [str(equalizer(s)) for s in ("awq", "awq:512", "awq:100", "awq:ALL")] == ["awq", "awq", "awq:100", "awq:all"]
+    seen = []
+    sample = equalize._sample_rows
+
+    def spy(x, limit):
+        out = sample(x, limit)
+        seen.append((x.shape[0], out.shape[0]))
+        assert (out[:, None, :] == x[None]).all(-1).any(-1).all()  # rows of x, not new ones
+        assert len({tuple(r.tolist()) for r in out}) == out.shape[0]  # without replacement
+        return out
+
+    monkeypatch.setattr(equalize, "_sample_rows", spy)
+    a, b = (equalizer("awq:40").scales(w, batches, scheme) for _ in range(2))
+    assert seen == [(256, 40), (256, 40)] and torch.equal(a, b)
+    every = equalizer("awq:all").scales(w, batches, scheme)
+    assert seen[-1] == (256, 256) and torch.equal(equalizer("awq:256").scales(w, batches, scheme), every)

@@ -10,6 +10,7 @@ from dtypelab.model.config import QuantConfig, resolve
 from dtypelab.model.gptq import gptq, hessian
 from dtypelab.model.methods import INPUT_ROWS
 from dtypelab.model.quantize import RoundedWeight
+from dtypelab.schemes import Scheme, fake_quantize
 
 SCHEME = "int4/channel/absmax"
 
@@ -86,7 +87,7 @@ def test_gptq_needs_calibration_and_linear_layers_and_leaves_the_model_alone_on_
     with pytest.raises(ValueError, match="calibration batches"):
         dl.quantize_model(model, cfg)
     assert_same(model, snap)
-    with pytest.raises(ValueError, match="supports Linear, Conv1d, Conv2d layers only"):
+    with pytest.raises(ValueError, match="supports Linear, Conv1d, Conv2d, Conv1D layers only"):
         dl.quantize_model(torch.nn.Sequential(torch.nn.Embedding(5, 4)), cfg, calibration=[torch.tensor([[1, 2]])])
     dl.quantize_model(model, {"weights": "int8/channel/absmax"})
     quantized = snapshot(model)
@@ -163,3 +164,36 @@ def test_tied_weights_refuse_methods_that_fit_one_layer():
         with pytest.raises(ValueError, match="tied"):
             resolve(model, {"weights": SCHEME, "layers": [{"match": "head", **rule}]})
     assert resolve(model, {"weights": SCHEME, "layers": [{"match": "head", "weights": {"method": "rtn"}}]})
+
+
+@pytest.mark.parametrize("spec", ["int4/channel/absmax", "nf4/block:16/absmax"])
+def test_gptq_on_gpt2_conv1d_rounds_its_stored_in_out_weight_and_beats_round_to_nearest(spec):
+    from transformers.pytorch_utils import Conv1D
+
+    from dtypelab.workloads.lm import register_conv1d
+
+    register_conv1d()
+    g = torch.Generator().manual_seed(5)
+    layer = Conv1D(12, 32)  # weight stored (in=32, out=12): y = x W + b
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(32, 12, generator=g) * 0.2)
+    base = torch.randn(4, 16, 32, generator=g)
+    x = base + base.roll(1, dims=-1)  # correlated features
+    batches = [x[:2], x[2:]]
+    scheme = Scheme.parse(spec)
+    w = layer.weight.detach().clone()
+    # an identity Hessian rounds to nearest in the stored layout, bit for bit
+    assert torch.equal(gptq(w, scheme, torch.eye(32), transposed=True), fake_quantize(w, scheme))
+    with torch.no_grad():
+        ref = layer(x)
+    out = {}
+    for method in ("rtn", "gptq"):
+        dl.quantize_model(layer, {"weights": {"scheme": spec, "method": method}}, calibration=batches)
+        with torch.no_grad():
+            out[method] = float((layer(x) - ref).square().sum())
+            q = layer.weight.detach().clone()
+        dl.restore(layer)
+    assert out["gptq"] < 0.9 * out["rtn"] and torch.equal(layer.weight, w)
+    with pytest.raises(ValueError, match="exactly 2 when transposed"):
+        gptq(torch.randn(2, 3, 4), scheme, torch.eye(12), transposed=True)
+    assert q.shape == w.shape and not torch.equal(q, fake_quantize(w, scheme))  # the last one: GPTQ's weight

@@ -133,6 +133,15 @@ def test_a_calibration_comparison_in_the_run_directory_adds_its_tables(tmp_path)
     assert header2[1:] == ["absmax", "percentile:99.99", "entropy"] and body2 == [["int8", "", "", 0.5]]
     page = sweep_report.build(store).markdown()
     assert weights in page and acts in page and "| nf4    | 0.4 | 0.45 |" in page
+    lm = {"workload": "pydoc-gpt", "rows": [{**r, "metrics": {"perplexity": 10 / r["metrics"]["recall@1"],
+                                                          "kl": 1 - r["metrics"]["recall@1"]},
+                                             "primary_metric": "perplexity"} for r in result["rows"]]}
+    (tmp_path / "calibration-pydoc-gpt.json").write_text(json.dumps(lm))
+    page = sweep_report.build(store).markdown()
+    (lm_weights, _, lm_body), (lm_acts, _, _) = tables(lm)
+    assert "pydoc-gpt: 4-bit weights" in lm_weights and "(perplexity / kl; FP32 18.5185 / 0.46)" in lm_weights
+    assert lm_body == [["nf4", "25.0000 / 0.6", "22.2222 / 0.55", ""]]
+    assert page.index(weights) < page.index(lm_weights) < page.index(lm_acts) and "| 22.2222 / 0.55 |" in page
 
 
 def test_an_accumulator_study_in_the_run_directory_adds_its_section(tmp_path):

@@ -21,7 +21,7 @@ is read into ``weights`` (the scheme) and ``weight_method``, which may also be g
 rule's mapping without ``scheme`` changes only the method. ``to_dict`` writes ``weight_method`` only where it
 is not ``rtn``, so existing configs read and write as before.
 
-``equalize: smoothquant[:ALPHA] | awq`` (a layer option, default null; Linear layers) divides the layer's input
+``equalize: smoothquant[:ALPHA] | awq[:ROWS]`` (a layer option, default null; Linear layers) divides the layer's input
 channels by calibrated scales and multiplies its weight's columns by them (:mod:`dtypelab.model.equalize`); it
 is written by ``to_dict`` only where set.
 

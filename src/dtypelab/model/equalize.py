@@ -7,10 +7,13 @@ the FP32 output as it was (to float rounding); only what is rounded changes. Con
 * ``smoothquant:ALPHA`` (Xiao et al., 2022; default ``ALPHA`` 0.5, the migration strength):
   ``s_j = max|X_j|^α / max|W_:,j|^(1-α)``, moving the activations' outliers into the weights so both round
   well (for W8A8-style schemes). A channel that is never nonzero (or whose weights are all zero) keeps ``s = 1``.
-* ``awq`` (Lin et al., 2023, AWQ's scale search): ``s_j = mean|X_j|^α``, normalised by
-  ``sqrt(max s · min s)``, for the ``α`` in ``0, 0.05, ..., 1`` whose weights, rounded to nearest by the layer's
-  weight scheme, give the least output error ``||Q(W s) (X / s) - W X||²`` on the calibration inputs (first on
-  ties; ``α = 0`` is ``s = 1``, so it is never worse there than no equalization).
+* ``awq[:ROWS]`` (Lin et al., 2023, AWQ's scale search): ``s_j = mean|X_j|^α`` (over every calibration row),
+  normalised by ``sqrt(max s · min s)``, for the ``α`` in ``0, 0.05, ..., 1`` whose weights, rounded to nearest
+  by the layer's weight scheme, give the least output error ``||Q(W s) (X / s) - W X||²`` (first on ties;
+  ``α = 0`` is ``s = 1``, so it is never worse there than no equalization). The error is measured on at most
+  ``ROWS`` calibration rows (default :data:`AWQ_ROWS`; ``awq:all`` uses every row), drawn without replacement
+  by a generator seeded with :data:`AWQ_SEED`, so the search is deterministic and its cost does not grow with
+  the calibration set.
 
 The scales come from the calibration inputs (``quantize_model`` gathers them in its one calibration pass).
 
@@ -34,6 +37,8 @@ import torch
 from dtypelab.schemes import Scheme, fake_quantize
 
 AWQ_GRID = 20  # alpha in 0, 1/20, ..., 1
+AWQ_ROWS = 512  # calibration rows the scale search measures its error on (awq:ROWS, awq:all)
+AWQ_SEED = 0
 SMOOTHQUANT_ALPHA = 0.5
 
 
@@ -59,23 +64,35 @@ def _smoothquant(alpha: float) -> Callable[[torch.Tensor, list[torch.Tensor], Sc
     return scales
 
 
-def _awq(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None) -> torch.Tensor:
-    if scheme is None:
-        raise ValueError("equalize: awq searches scales for the layer's weight scheme; this layer keeps FP32 "
-                         "weights (give it a weights scheme, or use smoothquant)")
-    x = _channel_rows(inputs, weight.shape[1]).to(weight.dtype)
-    w = weight.detach()
-    mean = x.abs().mean(dim=0)
-    mean = torch.where(mean > 0, mean, mean[mean > 0].min() if bool((mean > 0).any()) else torch.ones_like(mean))
-    ref = x @ w.T
-    best, best_err = torch.ones_like(mean), math.inf
-    for k in range(AWQ_GRID + 1):
-        s = mean.pow(k / AWQ_GRID)
-        s = s / torch.sqrt(s.max() * s.min())
-        err = float(((x / s) @ fake_quantize(w * s, scheme).T - ref).square().sum())
-        if err < best_err:
-            best, best_err = s, err
-    return best
+def _sample_rows(x: torch.Tensor, limit: int | None) -> torch.Tensor:
+    """At most ``limit`` of ``x``'s rows (all if None or fewer), drawn with the :data:`AWQ_SEED` generator."""
+    if limit is None or x.shape[0] <= limit:
+        return x
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(AWQ_SEED))[:limit]
+    return x[pick.sort().values.to(x.device)]
+
+
+def _awq(rows: int | None) -> Callable[[torch.Tensor, list[torch.Tensor], Scheme | None], torch.Tensor]:
+    def scales(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None) -> torch.Tensor:
+        if scheme is None:
+            raise ValueError("equalize: awq searches scales for the layer's weight scheme; this layer keeps FP32 "
+                             "weights (give it a weights scheme, or use smoothquant)")
+        x = _channel_rows(inputs, weight.shape[1]).to(weight.dtype)
+        w = weight.detach()
+        mean = x.abs().mean(dim=0)
+        mean = torch.where(mean > 0, mean, mean[mean > 0].min() if bool((mean > 0).any()) else torch.ones_like(mean))
+        x = _sample_rows(x, rows)
+        ref = x @ w.T
+        best, best_err = torch.ones_like(mean), math.inf
+        for k in range(AWQ_GRID + 1):
+            s = mean.pow(k / AWQ_GRID)
+            s = s / torch.sqrt(s.max() * s.min())
+            err = float(((x / s) @ fake_quantize(w * s, scheme).T - ref).square().sum())
+            if err < best_err:
+                best, best_err = s, err
+        return best
+
+    return scales
 
 
 @dataclass(frozen=True)
@@ -103,9 +120,15 @@ def _parse_smoothquant(arg: str) -> Equalizer:
 
 
 def _parse_awq(arg: str) -> Equalizer:
-    if arg:
-        raise ValueError(f"awq:{arg}: awq takes no argument (it searches alpha itself)")
-    return Equalizer("awq", _awq)
+    if not arg:
+        return Equalizer("awq", _awq(AWQ_ROWS))
+    if arg == "all":
+        return Equalizer("awq:all", _awq(None))
+    if not arg.isdigit() or int(arg) < 1:
+        raise ValueError(f"awq:{arg}: the argument is how many calibration rows the scale search uses, a "
+                         f"positive integer or 'all' (default {AWQ_ROWS}), e.g. awq:1024")
+    rows = int(arg)
+    return Equalizer("awq" if rows == AWQ_ROWS else f"awq:{rows}", _awq(rows))
 
 
 EQUALIZERS: dict[str, Callable[[str], Equalizer]] = {"smoothquant": _parse_smoothquant, "awq": _parse_awq}
@@ -115,7 +138,7 @@ def equalizer(spec: str) -> Equalizer:
     """The equalizer ``NAME[:ARG]`` (:data:`EQUALIZERS`); a miss lists the valid names.
 
     Example:
-        >>> str(equalizer("SmoothQuant")), str(equalizer("smoothquant:0.80")), str(equalizer("awq"))
+        >>> str(equalizer("SmoothQuant")), str(equalizer("smoothquant:0.80")), str(equalizer("awq:512"))
         ('smoothquant:0.5', 'smoothquant:0.8', 'awq')
     """
     if not isinstance(spec, str):
@@ -123,8 +146,8 @@ def equalizer(spec: str) -> Equalizer:
     name, _, arg = spec.strip().lower().partition(":")
     parse = EQUALIZERS.get(name)
     if parse is None:
-        raise ValueError(f"unknown equalizer {spec!r}; valid: {', '.join(EQUALIZERS)} (smoothquant:ALPHA)")
+        raise ValueError(f"unknown equalizer {spec!r}; valid: {', '.join(EQUALIZERS)} (smoothquant:ALPHA, awq:ROWS)")
     return parse(arg)
 
 
-__all__ = ["Equalizer", "EQUALIZERS", "equalizer", "AWQ_GRID", "SMOOTHQUANT_ALPHA"]
+__all__ = ["Equalizer", "EQUALIZERS", "equalizer", "AWQ_GRID", "AWQ_ROWS", "AWQ_SEED", "SMOOTHQUANT_ALPHA"]

@@ -83,12 +83,13 @@ def _round(w: torch.Tensor, s: torch.Tensor, scheme: Scheme) -> torch.Tensor:
 
 
 def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLOCK,
-         damp: float = DAMP) -> torch.Tensor:
+         damp: float = DAMP, transposed: bool = False) -> torch.Tensor:
     """``weight`` rounded by GPTQ under ``scheme`` for the Hessian ``h`` ``[columns, columns]``: every element
     on the scheme's grid with the scales of the original weight (see the module docstring); same shape and
     dtype. The weight itself is not changed. A weight of more than two dimensions (a convolution's
     ``[out, in, *kernel]``) is its matrix ``[out, in · kernel]`` (columns in ``unfold``'s order); its scales
-    are computed in its own shape.
+    are computed in its own shape. ``transposed``: a 2-D weight stored ``[columns, rows]`` (``y = x W``, GPT-2's
+    ``Conv1D``); its scales are computed in that stored shape, its columns are its rows.
 
     Raises:
         ValueError: a weight of fewer than 2 dimensions, a Hessian of the wrong shape or not finite, a bad
@@ -100,12 +101,22 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
         >>> gptq(w, Scheme.parse("int2/tensor/none"), torch.tensor([[1.0, 1.0], [1.0, 1.0]])).tolist()
         [[0.0, 1.0]]
     """
-    if weight.dim() < 2:
-        raise ValueError(f"GPTQ rounds a weight of at least 2 dimensions [rows, columns, ...], got shape "
-                         f"{tuple(weight.shape)}")
-    cols = weight[0].numel()
+    if weight.dim() < 2 or (transposed and weight.dim() != 2):
+        raise ValueError(f"GPTQ rounds a weight of at least 2 dimensions [rows, columns, ...] (exactly 2 when "
+                         f"transposed), got shape {tuple(weight.shape)}")
+    if transposed:
+        _, stored = element_scales(weight.detach(), scheme)
+        return _gptq(weight.detach().T, stored.T, scheme, h, block, damp).T.contiguous().to(weight.dtype)
+    _, s_all = element_scales(weight.detach(), scheme)
+    return _gptq(weight.detach(), s_all, scheme, h, block, damp).to(weight.dtype).reshape(weight.shape)
+
+
+def _gptq(w0: torch.Tensor, s_all: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int,
+          damp: float) -> torch.Tensor:
+    """GPTQ on ``w0`` ``[rows, ...]`` with each element's fixed scale ``s_all`` (same shape); ``[rows, columns]``."""
+    cols = w0[0].numel()
     if tuple(h.shape) != (cols, cols):
-        raise ValueError(f"the Hessian must be [{cols}, {cols}] for a weight of shape {tuple(weight.shape)}, got "
+        raise ValueError(f"the Hessian must be [{cols}, {cols}] for a weight of shape {tuple(w0.shape)}, got "
                          f"{tuple(h.shape)}")
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive integer (the paper's 128), got {block!r}")
@@ -114,8 +125,6 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
     h = h.detach().to(torch.float64, copy=True)
     if not bool(torch.isfinite(h).all()):
         raise ValueError("the Hessian holds NaN or infinite values (non-finite calibration inputs?)")
-    w0 = weight.detach()
-    _, s_all = element_scales(w0, scheme)
     s_all = s_all.reshape(w0.shape[0], cols)
     work = s_all.dtype
     w = w0.reshape(w0.shape[0], cols).to(work, copy=True)
@@ -140,7 +149,7 @@ def gptq(weight: torch.Tensor, scheme: Scheme, h: torch.Tensor, block: int = BLO
             w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
             err[:, i] = e
         w[:, i2:] -= err @ hinv[i1:i2, i2:]
-    return q.to(weight.dtype).reshape(weight.shape)
+    return q
 
 
 __all__ = ["gptq", "hessian", "element_scales", "BLOCK", "DAMP"]

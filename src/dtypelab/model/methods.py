@@ -5,14 +5,14 @@
 * ``gptq`` — :mod:`dtypelab.model.gptq`: rounded once, at ``quantize_model``, with the Hessian of the layer's
   calibration inputs; the scales are those of the original weight, then fixed. Linear, Conv1d and Conv2d
   layers (a convolution's inputs are its ``unfold``-ed patches: :data:`INPUT_ROWS`; ``groups=1``, numeric
-  padding with zeros).
+  padding with zeros), and transformers' GPT-2 ``Conv1D`` (weight stored ``(in, out)``: :data:`TRANSPOSED`).
 
 A method that rounds once (``round`` not None) needs the layer's calibration inputs: ``quantize_model``
 gathers them in the same calibration pass as the activations', before anything is changed.
 
 Example:
     >>> sorted(WEIGHT_METHODS), weight_method("gptq").kinds
-    (['gptq', 'rtn'], ('Linear', 'Conv1d', 'Conv2d'))
+    (['gptq', 'rtn'], ('Linear', 'Conv1d', 'Conv2d', 'Conv1D'))
 """
 
 from __future__ import annotations
@@ -98,15 +98,18 @@ def _conv_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 INPUT_ROWS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
-    "Linear": _linear_rows, "Conv1d": _conv_rows, "Conv2d": _conv_rows}
+    "Linear": _linear_rows, "Conv1d": _conv_rows, "Conv2d": _conv_rows, "Conv1D": _linear_rows}
+#: layer kinds whose weight is stored ``(in, out)`` (``y = x W``)
+TRANSPOSED = frozenset({"Conv1D"})
 
 
 def _gptq(module: nn.Module, weight: torch.Tensor, scheme: Scheme, inputs: list[torch.Tensor]) -> torch.Tensor:
-    rows = INPUT_ROWS[kind_of(module).name]
-    return gptq(weight, scheme, hessian(rows(module, x) for x in inputs).to(weight.device))
+    kind = kind_of(module).name
+    h = hessian(INPUT_ROWS[kind](module, x) for x in inputs).to(weight.device)
+    return gptq(weight, scheme, h, transposed=kind in TRANSPOSED)
 
 
 register_weight_method(WeightMethod("rtn"))
 register_weight_method(WeightMethod("gptq", _gptq, kinds=tuple(INPUT_ROWS)))
 
-__all__ = ["WeightMethod", "WEIGHT_METHODS", "register_weight_method", "weight_method", "INPUT_ROWS"]
+__all__ = ["WeightMethod", "WEIGHT_METHODS", "register_weight_method", "weight_method", "INPUT_ROWS", "TRANSPOSED"]

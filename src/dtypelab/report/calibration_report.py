@@ -3,7 +3,8 @@
 Reads the ``calibration.json`` that ``benchmarks/calibration_figures.py`` writes (rows ``{part, format, method,
 metrics, primary_metric}``; ``part`` is ``fp32``, ``weights`` or ``activations``) and gives two tables: rows the
 formats, columns the weight methods (:data:`METHODS`) or the activation rules, cells the primary metric (and
-``/ fidelity`` where every row has it, as MiniLM's), with the FP32 value in the heading. The sweep report adds
+the first of :data:`SECOND` every row has: ``/ fidelity`` for MiniLM, ``/ kl`` for a language model), with the
+FP32 value in the heading. The sweep report adds
 this section when its run directory holds the file.
 
 Example:
@@ -26,9 +27,13 @@ PARTS = {"weights": ("4-bit weights (per channel, absmax scales), activations FP
                          ("absmax", "percentile:99.99", "entropy"))}
 
 
+#: secondary metrics shown beside the primary one (the first every row has), with their number format
+SECOND = {"fidelity": ".4f", "kl": ".2g"}
+
+
 def _shown(m: dict[str, float], key: str, second: str | None, text: bool = False) -> object:
     if second:
-        return f"{m[key]:.4f} / {m[second]:.4f}"
+        return f"{m[key]:.4f} / {m[second]:{SECOND[second]}}"
     return f"{m[key]:.4f}" if text else round(m[key], 4)
 
 
@@ -42,7 +47,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[objec
         if not mine:
             continue
         key = mine[0]["primary_metric"]
-        second = "fidelity" if all("fidelity" in r["metrics"] for r in mine) and key != "fidelity" else None
+        second = next((k for k in SECOND if k != key and all(k in r["metrics"] for r in mine)), None)
         cell = {(r["format"], r["method"]): _shown(r["metrics"], key, second) for r in mine}
         formats = list(dict.fromkeys(r["format"] for r in mine))
         body = [[f, *[cell.get((f, c), "") for c in columns]] for f in formats]
@@ -65,4 +70,4 @@ def section(doc: Document, result: dict[str, Any]) -> Document:
     return doc
 
 
-__all__ = ["METHODS", "tables", "markdown", "section"]
+__all__ = ["METHODS", "SECOND", "tables", "markdown", "section"]

@@ -252,13 +252,14 @@ def build(store: ResultStore, workloads: Sequence[Any] = (), title: str = "dtype
         if curves is not None:
             doc.heading("digits-vgg training")
             doc.image(curves, "digits-vgg: training loss and test accuracy per epoch")
-    calibration = out / "calibration.json"
-    if calibration.is_file():  # benchmarks/calibration_figures.py --out <this run directory>
-        import json
+    # benchmarks/calibration_figures.py --out <this run directory>; another workload's as calibration-NAME.json
+    for calibration in [out / "calibration.json", *sorted(out.glob("calibration-*.json"))]:
+        if calibration.is_file():
+            import json
 
-        from dtypelab.report.calibration_report import section
+            from dtypelab.report.calibration_report import section
 
-        section(doc, json.loads(calibration.read_text()))
+            section(doc, json.loads(calibration.read_text()))
     arith = out / "arith.json"
     if arith.is_file():  # dtypelab arith --out <this run directory>
         import json
