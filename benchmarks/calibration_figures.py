@@ -1,9 +1,10 @@
 """Fair 4-bit weight / 8-bit activation comparisons: every format with the calibration the field gives it.
 
 Weights (activations FP32, Embedding layers FP32): posit(4,1), lp(4,1,1,0), e2m1, nf4, dt4 and int4, all per
-output channel with absmax scales, each rounded to nearest (``rtn``), by GPTQ (``method: gptq``) and after AWQ's
-scale search (``equalize: awq``, then round to nearest). Activations (weights FP32): int8, e4m3 and posit(8,1)
-per tensor with static scales from ``absmax``, ``percentile:99.99`` and ``entropy``. One calibration set for all
+output channel with absmax scales (``channel:1`` on GPT-2's ``Conv1D``, whose weight is stored ``(in, out)``),
+each rounded to nearest (``rtn``), by GPTQ (``method: gptq``) and after AWQ's scale search (``equalize: awq``,
+then round to nearest). Activations (weights FP32): int8, e4m3 and posit(8,1) per tensor with static scales
+from ``absmax``, ``percentile:99.99`` and ``entropy``. One calibration set for all
 (the workload's first ``--batches`` calibration batches). Writes ``calibration.json``, ``calibration.md`` (the
 Markdown tables) and ``report.md`` / ``report.html`` into ``--out``; the sweep report adds the same section when
 it finds ``calibration.json`` in its run directory.
@@ -32,6 +33,8 @@ import torch
 
 from dtypelab._io import atomic_write
 from dtypelab.experiments.evaluate import evaluate
+from dtypelab.model.layers import kind_of
+from dtypelab.model.methods import TRANSPOSED
 from dtypelab.report.calibration_report import METHODS, markdown, section
 from dtypelab.report.document import Document
 
@@ -41,13 +44,18 @@ ACTIVATION_RULES = ("absmax", "percentile:99.99", "entropy")
 FP32_EMBEDDINGS = {"match": "Embedding", "weights": None, "equalize": None}
 
 
-def weight_config(fmt: str, method: str) -> dict:
-    """4-bit weights in ``fmt`` per output channel (absmax), rounded by ``method`` (:data:`METHODS`)."""
-    spec = f"{fmt}/channel/absmax"
-    config = {"weights": spec, "layers": [FP32_EMBEDDINGS]}
-    if method == "gptq":
-        config["weights"] = {"scheme": spec, "method": "gptq"}
-    elif method == "awq":
+def weight_config(fmt: str, method: str, in_out_kinds: tuple[str, ...] = ()) -> dict:
+    """4-bit weights in ``fmt`` per output channel (absmax), rounded by ``method`` (:data:`METHODS`).
+    ``in_out_kinds``: layer kinds whose weight is stored ``(in, out)`` (GPT-2's ``Conv1D``), whose output
+    channels are axis 1 (``channel:1``)."""
+
+    def weights(spec: str) -> str | dict:
+        return {"scheme": spec, "method": "gptq"} if method == "gptq" else spec
+
+    config = {"weights": weights(f"{fmt}/channel/absmax"), "layers": [
+        *({"match": kind, "weights": weights(f"{fmt}/channel:1/absmax")} for kind in in_out_kinds),
+        FP32_EMBEDDINGS]}
+    if method == "awq":
         config["equalize"] = "awq"
     return config
 
@@ -87,7 +95,8 @@ def main() -> None:
     rows = done.get("rows", [])
     seen = {(r["part"], r["format"], r["method"]) for r in rows}
     jobs = [("fp32", "fp32", "none", None)]
-    jobs += [("weights", f, m, weight_config(f, m)) for f in WEIGHT_FORMATS for m in METHODS]
+    in_out = tuple(sorted({k.name for m in wl.model().modules() if (k := kind_of(m)) and k.name in TRANSPOSED}))
+    jobs += [("weights", f, m, weight_config(f, m, in_out)) for f in WEIGHT_FORMATS for m in METHODS]
     jobs += [("activations", f, r, activation_config(f, r)) for f in ACTIVATION_FORMATS for r in ACTIVATION_RULES]
     for part, fmt, method, config in jobs:
         if (part, fmt, method) in seen or part not in args.parts or (args.formats and part != "fp32"

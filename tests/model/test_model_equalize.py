@@ -119,3 +119,38 @@ def test_awq_measures_its_error_on_a_seeded_sample_of_at_most_rows_rows(monkeypa
     assert seen == [(256, 40), (256, 40)] and torch.equal(a, b)
     every = equalizer("awq:all").scales(w, batches, scheme)
     assert seen[-1] == (256, 256) and torch.equal(equalizer("awq:256").scales(w, batches, scheme), every)
+
+
+def test_equalize_on_gpt2_conv1d_scales_its_stored_rows_keeps_fp32_and_awq_lowers_w4_error():
+    from transformers.pytorch_utils import Conv1D
+
+    from dtypelab.workloads.lm import register_conv1d
+
+    register_conv1d()
+    g = torch.Generator().manual_seed(2)
+    layer = Conv1D(48, 32)  # weight stored (in=32, out=48): y = x W + b
+    _, batches = _setup()
+    x = torch.cat(batches)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(32, 48, generator=g) * 0.2)
+        ref = layer(x)
+    before = snapshot(layer)
+    dl.quantize_model(layer, {"equalize": "smoothquant"}, calibration=batches)  # FP32 weights: nothing rounded
+    with torch.no_grad():
+        assert torch.allclose(layer(x), ref, rtol=1e-5, atol=1e-4)
+    dl.restore(layer)
+    assert_same(layer, before)
+
+    def err(cfg):
+        dl.quantize_model(layer, cfg, calibration=batches)
+        with torch.no_grad():
+            e = float((layer(x) - ref).square().sum())
+        dl.restore(layer)
+        return e
+
+    # per output channel of the stored (in, out) weight: axis 1 (axis 0 would be per input channel, whose scales
+    # absorb any input channel scaling, so AWQ could not change the rounding)
+    w4 = {"weights": "int4/channel:1/absmax"}
+    assert err({**w4, "equalize": "awq"}) < 0.9 * err(w4)
+    assert err({"weights": {"scheme": "int4/channel:1/absmax", "method": "gptq"}, "equalize": "awq"}) < err(w4)
+    assert_same(layer, before)

@@ -81,7 +81,7 @@ from dtypelab.arith.rules import COMPUTE_KINDS, OpRule, compute_spec
 from dtypelab.model.equalize import equalizer
 from dtypelab.model.fold import rotation_spec
 from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
-from dtypelab.model.methods import weight_method
+from dtypelab.model.methods import TRANSPOSED, weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 FP32_WORDS = ("fp32", "float32", "none", "null", "float")
@@ -460,9 +460,10 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
         if s["equalize"] is not None and s["bias"] == "int32":
             raise ValueError(f"{label}: bias: int32 puts the bias on the grid of the weight's scales, which "
                              "equalize changes: use one or the other")
-        if s["equalize"] is not None and kind.name != "Linear":
-            raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear layer's input channels; "
-                             f"a {kind.name} layer cannot have it (set equalize: null for it in a layer rule)")
+        if s["equalize"] is not None and kind.name not in ("Linear", *TRANSPOSED):
+            raise ValueError(f"{label}: equalize ({s['equalize']}) scales a Linear (or GPT-2 Conv1D) layer's input "
+                             f"channels; a {kind.name} layer cannot have it (set equalize: null for it in a layer "
+                             "rule)")
         if s["rotate"] is not None and kind.name != "Linear":
             raise ValueError(f"{label}: rotate ({s['rotate']}) rotates a Linear layer's input; a {kind.name} layer "
                              "cannot have it (set rotate: null for it in a layer rule)")

@@ -52,8 +52,9 @@ def _channel_rows(inputs: list[torch.Tensor], columns: int) -> torch.Tensor:
     return torch.cat(rows).to(torch.float64)
 
 
-def _smoothquant(alpha: float) -> Callable[[torch.Tensor, list[torch.Tensor], Scheme | None], torch.Tensor]:
-    def scales(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None) -> torch.Tensor:
+def _smoothquant(alpha: float) -> Callable[..., torch.Tensor]:
+    def scales(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None,
+               transposed: bool = False) -> torch.Tensor:
         x = _channel_rows(inputs, weight.shape[1])
         ax = x.abs().amax(dim=0)
         aw = weight.detach().to(torch.float64).abs().amax(dim=0)
@@ -72,8 +73,9 @@ def _sample_rows(x: torch.Tensor, limit: int | None) -> torch.Tensor:
     return x[pick.sort().values.to(x.device)]
 
 
-def _awq(rows: int | None) -> Callable[[torch.Tensor, list[torch.Tensor], Scheme | None], torch.Tensor]:
-    def scales(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None) -> torch.Tensor:
+def _awq(rows: int | None) -> Callable[..., torch.Tensor]:
+    def scales(weight: torch.Tensor, inputs: list[torch.Tensor], scheme: Scheme | None,
+               transposed: bool = False) -> torch.Tensor:
         if scheme is None:
             raise ValueError("equalize: awq searches scales for the layer's weight scheme; this layer keeps FP32 "
                              "weights (give it a weights scheme, or use smoothquant)")
@@ -87,7 +89,9 @@ def _awq(rows: int | None) -> Callable[[torch.Tensor, list[torch.Tensor], Scheme
         for k in range(AWQ_GRID + 1):
             s = mean.pow(k / AWQ_GRID)
             s = s / torch.sqrt(s.max() * s.min())
-            err = float(((x / s) @ fake_quantize(w * s, scheme).T - ref).square().sum())
+            ws = w * s
+            q = fake_quantize(ws.T, scheme).T if transposed else fake_quantize(ws, scheme)
+            err = float(((x / s) @ q.T - ref).square().sum())
             if err < best_err:
                 best, best_err = s, err
         return best
@@ -97,11 +101,12 @@ def _awq(rows: int | None) -> Callable[[torch.Tensor, list[torch.Tensor], Scheme
 
 @dataclass(frozen=True)
 class Equalizer:
-    """An equalization rule: ``scales(weight [rows, columns], inputs, weight scheme or None) -> s [columns]``
-    (``weight``'s dtype, positive), with its canonical spec ``text``."""
+    """An equalization rule: ``scales(weight [rows, columns], inputs, weight scheme or None, transposed=False)
+    -> s [columns]`` (``weight``'s dtype, positive), with its canonical spec ``text``; ``transposed``: the layer
+    stores ``weight.T`` (GPT-2's ``Conv1D``), so its scheme rounds that layout."""
 
     text: str
-    scales: Callable[[torch.Tensor, list[torch.Tensor], Scheme | None], torch.Tensor]
+    scales: Callable[..., torch.Tensor]
 
     def __str__(self) -> str:
         return self.text

@@ -95,10 +95,13 @@ def rotation(spec: str, width: int) -> Transform:
 
 @dataclass(frozen=True)
 class Transform:
-    """An input transform ``x -> x T`` of a Linear layer: ``scales`` (``T = diag(1/s)``) or ``rotation`` (``T = R``)."""
+    """An input transform ``x -> x T`` of a Linear layer: ``scales`` (``T = diag(1/s)``) or ``rotation`` (``T = R``).
+    ``transposed``: the layer's weight is stored ``(in, out)`` (GPT-2's ``Conv1D``; scales only), so its rows
+    are the input channels."""
 
     scales: torch.Tensor | None = None
     rotation: torch.Tensor | None = None
+    transposed: bool = False
 
     @property
     def diagonal(self) -> bool:
@@ -111,9 +114,10 @@ class Transform:
         return x @ self.rotation.to(x.device, x.dtype)
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
-        """The layer's own weight ``W T⁻ᵀ`` (columns)."""
+        """The layer's own weight ``W T⁻ᵀ`` (columns; rows when ``transposed``)."""
         if self.diagonal:
-            return w * self.scales.to(w.device, w.dtype)
+            s = self.scales.to(w.device, w.dtype)
+            return w * s[:, None] if self.transposed else w * s
         return w @ self.rotation.to(w.device, w.dtype)
 
     def output(self, t: torch.Tensor) -> torch.Tensor:

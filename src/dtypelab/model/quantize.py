@@ -66,7 +66,7 @@ from dtypelab.model.equalize import equalizer
 from dtypelab.model.fold import Transform, find_hosts, rotation
 from dtypelab.model.gptq import element_scales
 from dtypelab.model.layers import kind_of, raw_weight
-from dtypelab.model.methods import weight_method
+from dtypelab.model.methods import TRANSPOSED, weight_method
 from dtypelab.model.report import LayerReport, QuantReport
 from dtypelab.model.stats import TensorStats, size_only, tensor_stats
 from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
@@ -211,9 +211,9 @@ class Equalized(Transformed):
     """
 
     def __init__(self, scales: torch.Tensor, inner: nn.Module | None,
-                 before: list[Callable[[torch.Tensor], torch.Tensor]] = ()) -> None:
+                 before: list[Callable[[torch.Tensor], torch.Tensor]] = (), transposed: bool = False) -> None:
         self_scales = scales.detach()
-        super().__init__([*before, Transform(scales=self_scales).weight], inner,
+        super().__init__([*before, Transform(scales=self_scales, transposed=transposed).weight], inner,
                          f"{self_scales.numel()} input channel scales")
         self.scales = self_scales
 
@@ -512,12 +512,15 @@ def _rounded_stats(w: torch.Tensor, part: RoundedWeight) -> TensorStats:
 
 
 def _transforms(plans: dict[str, LayerPlan], observed: dict[str, list[torch.Tensor]]) -> dict[str, Transform]:
-    """Each equalized or rotated layer's input transform (Linear only: one weight, input channels last)."""
+    """Each equalized or rotated layer's input transform (Linear, and GPT-2's Conv1D for equalize: one weight)."""
     out = {}
     for name, plan in plans.items():
         w = raw_weight(plan.module, "weight").detach() if plan.equalize or plan.rotate else None
         if plan.equalize is not None:
-            out[name] = Transform(scales=equalizer(plan.equalize).scales(w, observed.get(name, []), plan.weight))
+            flip = kind_of(plan.module).name in TRANSPOSED
+            s = equalizer(plan.equalize).scales(w.T if flip else w, observed.get(name, []), plan.weight,
+                                                transposed=flip)
+            out[name] = Transform(scales=s, transposed=flip)
         elif plan.rotate is not None:
             out[name] = rotation(plan.rotate, w.shape[1])
     return out
@@ -573,7 +576,7 @@ def _build(model: nn.Module, cfg: QuantConfig, plans: dict[str, LayerPlan],
             elif plan.weight is not None:
                 part = WeightFakeQuant(plan.weight)
             if t is not None and t.diagonal:
-                part = Equalized(t.scales, part, rows)
+                part = Equalized(t.scales, part, rows, t.transposed)
             elif ops:
                 part = Transformed(ops, part, str(t) if t is not None else "folded")
             if part is not None:
