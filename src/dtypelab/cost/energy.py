@@ -34,7 +34,7 @@ from typing import Any
 from torch import nn
 
 from dtypelab._markdown import markdown_table
-from dtypelab.cost.plans import Plan, resolve_op_plans, resolve_plans
+from dtypelab.cost.plans import OpPlan, Plan, resolve_op_plans, resolve_plans
 from dtypelab.cost.pricing import Datapath, Op, compute_datapath, datapath, priced, rescale_ops
 from dtypelab.cost.table import EnergyTable, load_table
 from dtypelab.cost.trace import OpRecord, count
@@ -177,7 +177,8 @@ def _lines(rec: OpRecord, plan: Plan | None, t: EnergyTable, accounting: str) ->
         if op is not None and n > 0:
             out.append(TermLine(term, op.name, n, op.pj))
 
-    compute = getattr(plan, "compute", None) if rec.weight or not rec.planned else None  # layers, ops rules
+    # a layer's compute prices its weight products, an ops rule's the products it simulates
+    compute = getattr(plan, "compute", None) if rec.weight or isinstance(plan, OpPlan) else None
     if compute is not None:
         bits = max([s.format.bits for s in schemes] or [32])
         dp, promote = compute_datapath(t, dp, compute, bits)
@@ -241,7 +242,9 @@ def energy(model: nn.Module, config: Any, example: Any, table: EnergyTable | Map
     records = count(model, example, {name: p.module for name, p in plans.items()})
     rows: dict[str, LayerEnergy] = {}  # in the order layers first ran
     for rec in records:
-        plan = plans.get(rec.layer) if rec.planned else None if rec.weight else op_plans.get(rec.layer)
+        # an ops rule prices a module's activation x activation products (a MultiheadAttention's too)
+        plan = op_plans.get(rec.layer) if not rec.weight else None
+        plan = plan or (plans.get(rec.layer) if rec.planned else None)
         row = rows.get(rec.layer)
         if row is None:
             row = rows[rec.layer] = LayerEnergy(rec.layer, _label(plan.weight) if plan else "fp32",
