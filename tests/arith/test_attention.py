@@ -295,13 +295,18 @@ def test_mha_takes_the_layer_config_weights_and_gradient():
     torch's forward of the weight-quantized module); the gradient reaches the inputs and the weights."""
     m = _mha()
     q, k, v = _inputs(True)
-    dl.quantize_model(m, {"weights": "e4m3/channel/absmax"})
+    with torch.no_grad():
+        ref = m(q, k, v)[0]
+    layer = {"weights": "e4m3/channel/absmax", "activations": "e4m3", "activation_scales": "dynamic"}
+    dl.quantize_model(m, layer)
     with torch.no_grad():
         stored = m(q, k, v)[0]
-    dl.quantize_model(m, {"weights": "e4m3/channel/absmax",
-                          "ops": [{"match": "MultiheadAttention", "compute": FP32}]})
+    dl.quantize_model(m, {**layer, "ops": [{"match": "MultiheadAttention", "compute": FP32}]})
     with torch.no_grad():
         assert float((m(q, k, v)[0] - stored).abs().max()) < 1e-5
+    assert float((stored - ref).abs().max()) > 1e-2  # the layer config did change the projections
+    with pytest.raises(ValueError, match="MultiheadAttention layer cannot have it"):
+        dl.quantize_model(m, {"layers": [{"match": "MultiheadAttention", "compute": FP32}]})
     dl.restore(m)
     qg = q.clone().requires_grad_()
     m(qg, k, v)[0].sum().backward()

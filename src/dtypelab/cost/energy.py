@@ -219,8 +219,8 @@ def energy(model: nn.Module, config: Any, example: Any, table: EnergyTable | Map
         model: any ``nn.Module`` (not changed; run once under ``torch.no_grad``).
         config: a quantization config (dict, file path or ``QuantConfig``; ``None`` = FP32), as
             :func:`dtypelab.model.config.resolve` takes, or an already resolved ``{name: LayerPlan}``. Its
-            ``ops:`` rules price the activation x activation products of the modules they match (BERT
-            attention's Q·Kᵀ and A·V: ``operands`` and ``compute``).
+            ``ops:`` rules price the activation x activation products of the modules they match (the Q·Kᵀ
+            and A·V of BERT and GPT-2 attention and of MultiheadAttention: ``operands`` and ``compute``).
         example: the forward input: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
         table: an :class:`EnergyTable`, a dict or a YAML path (``None``: the lab's Horowitz 45 nm table).
         accounting: ``"full"`` (every term) or ``"lab"`` (exactly the lab's count).

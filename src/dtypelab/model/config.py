@@ -41,9 +41,9 @@ only where set.
 ``compute:`` (top level: every Linear / Conv1d / Conv2d; or in a layer rule) simulates the layer's arithmetic:
 ``{product, accumulator, chunk, group, order, overflow, promote, output}`` (:mod:`dtypelab.arith.compute`;
 ``accumulator: bf16``, ``quire``, ``align:13`` with ``chunk: 128``, ``int32`` ...). ``ops:`` is a list of
-``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, BERT
-self-attention's Q·Kᵀ and A·V, its residual adds: :mod:`dtypelab.arith.ops`). Both are written by ``to_dict``
-only where set.
+``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, the Q·Kᵀ
+and A·V of BERT and GPT-2 self-attention and of MultiheadAttention, BERT's residual adds:
+:mod:`dtypelab.arith.ops`). Both are written by ``to_dict`` only where set.
 
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
@@ -503,7 +503,7 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             compute = Compute.parse(s["compute"])
         elif name in ruled_compute:
             raise ValueError(f"{label}: compute simulates the dot products of {', '.join(COMPUTE_KINDS)} layers; "
-                             f"a {kind.name} layer cannot have it (BERT attention: an ops rule)")
+                             f"a {kind.name} layer cannot have it (attention products: an ops rule)")
         plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
                                 s["rotate"], backward, compute)
     return plans
