@@ -1,5 +1,6 @@
-"""Put simulated arithmetic into a model: the dot products of Linear / Conv1d / Conv2d layers (their config's
-``compute:``), and the ops of a transformer (the config's ``ops:`` rules).
+"""Put simulated arithmetic into a model: the dot products of Linear / Conv1d / Conv2d layers and of transformers'
+GPT-2 ``Conv1D`` (:data:`COMPUTE_KINDS`; their config's ``compute:``), and the ops of a transformer (the config's
+``ops:`` rules).
 
 An ``ops:`` rule matches modules of any type -- a glob on the module name, ``re:REGEX``, or a class name such as
 ``LayerNorm``, ``GELUActivation``, ``BertSelfAttention`` -- and says what their results are rounded to. Which
@@ -54,6 +55,7 @@ from dtypelab.arith.compute import Compute
 from dtypelab.arith.numbers import Rounder, rounder, straight_through
 from dtypelab.arith.rules import COMPUTE_KINDS, OpRule
 from dtypelab.model.layers import module_type, raw_weight
+from dtypelab.model.methods import TRANSPOSED
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 # ---- op kinds ----------------------------------------------------------------------------------------------------
@@ -194,15 +196,21 @@ def resolve_ops(model: nn.Module, rules: list[OpRule]) -> dict[str, dict[str, An
 
 
 class LayerForward:
-    """A Linear / Conv1d / Conv2d forward whose dot products are ``compute``'s (weights and inputs as the layer's
-    parametrizations and hooks give them)."""
+    """A Linear / Conv1d / Conv2d / GPT-2 ``Conv1D`` forward whose dot products are ``compute``'s (weights and
+    inputs as the layer's parametrizations and hooks give them).
+
+    A ``Conv1D`` (a kind in :data:`dtypelab.model.methods.TRANSPOSED`: ``y = x W + b``, ``W`` stored
+    ``(in, out)``) hands its stored weight to the matmul as it is; its output channels are the weight's columns
+    (fixed-point weight scales: per tensor or ``channel:1``).
+    """
 
     def __init__(self, name: str, module: nn.Module, compute: Compute, weight_scheme: Scheme | None = None,
                  activation: Any = None) -> None:
         self.name, self.module, self.compute = name, module, compute
         self.kind = next(k for k in COMPUTE_KINDS if k in _class_names(module))
+        self.transposed = self.kind in TRANSPOSED
         self.weight_scheme, self.activation = weight_scheme, activation
-        if self.kind != "Linear":
+        if self.kind not in ("Linear", *TRANSPOSED):
             if module.groups != 1 or module.padding_mode != "zeros" or \
                     (isinstance(module.padding, str) and module.padding != "valid"):
                 raise ValueError(f"layer {name!r}: simulated {self.kind} supports groups=1 and zero padding given "
@@ -213,9 +221,10 @@ class LayerForward:
     def _check_scales(self) -> None:
         what = f"layer {self.name!r}"
         w = self.weight_scheme
-        if w is not None and w.has_scales and w.granularity not in (PerTensor(), PerAxis(0)):
+        out_axis = 1 if self.transposed else 0  # where the stored weight's output channels are
+        if w is not None and w.has_scales and w.granularity not in (PerTensor(), PerAxis(out_axis)):
             raise ValueError(f"{what}: a fixed-point accumulator needs weight scales per tensor or per output "
-                             f"channel, got {w}")
+                             f"channel ({PerAxis(out_axis)} of a {self.kind}'s stored weight), got {w}")
         q = self.activation
         if q is not None and q.scheme.has_scales and (q.dynamic or q.scales.numel() != 1):
             raise ValueError(f"{what}: a fixed-point accumulator needs static per-tensor activation scales "
@@ -241,11 +250,12 @@ class LayerForward:
         m = self.module
         w, b = m.weight, m.bias
         sx, sw = self._scales()
-        if self.kind == "Linear":
+        if self.kind == "Linear" or self.transposed:
             x2 = input.reshape(-1, input.shape[-1])
-            y = self.compute.matmul(x2, w.T, bias=b, scales=(sx, sw))
-            y = y.to(input.dtype).reshape(*input.shape[:-1], w.shape[0])
-            return straight_through(y, lambda: F.linear(input, w, b), (input, w, b))
+            wt = w if self.transposed else w.T  # [in, out]: a view, no copy
+            y = self.compute.matmul(x2, wt, bias=b, scales=(sx, sw))
+            y = y.to(input.dtype).reshape(*input.shape[:-1], wt.shape[1])
+            return straight_through(y, lambda: F.linear(input, wt.T, b), (input, w, b))
         return straight_through(self._conv(input, w, b, sx, sw), lambda: m._conv_forward(input, w, b), (input, w, b))
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sx: Any, sw: Any) -> torch.Tensor:
