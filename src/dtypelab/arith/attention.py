@@ -22,7 +22,8 @@ module                          what is simulated
                                 ValueError): Q·Kᵀ and A·V; the causal and padding mask as transformers gives it
                                 (additive for eager, boolean for sdpa, or none: then the causal mask is applied
                                 here, as sdpa's ``is_causal`` does); the ``c_attn`` / ``c_proj`` Conv1D
-                                projections run as they are (the layer config quantizes them)
+                                projections run as the layer config makes them (weights, activations, and
+                                a layer ``compute:``: Conv1D is a compute kind)
 ``nn.MultiheadAttention``       Q·Kᵀ and A·V of the forward recomputed from its projection weights (packed
                                 ``in_proj_weight`` or separate ``q/k/v_proj_weight``, as quantized by the layer
                                 config); the projections are FP32 ``F.linear`` dot products; ``batch_first``,
