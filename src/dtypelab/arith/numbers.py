@@ -97,4 +97,20 @@ def rounder(spec: str | Rounder) -> Rounder:
     return Rounder(canonical, f.bits, kind, lambda x: f.quantize(x, rounding=rounding), _grid(f, rounding))
 
 
-__all__ = ["Rounder", "rounder"]
+def straight_through(sim: torch.Tensor, exact: Callable[[], torch.Tensor],
+                     inputs: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    """``sim`` forward and the gradient of ``exact()`` backward, where a gradient is wanted (else just ``sim``).
+
+    Example:
+        >>> x = torch.tensor([1.1], requires_grad=True)
+        >>> y = straight_through(x.detach().round(), lambda: 3 * x, (x,))
+        >>> y.backward(); y.item(), x.grad.item()
+        (1.0, 3.0)
+    """
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        y = exact()
+        return y + (sim.to(y.dtype) - y).detach()
+    return sim
+
+
+__all__ = ["Rounder", "rounder", "straight_through"]

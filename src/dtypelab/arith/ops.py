@@ -1,5 +1,6 @@
-"""Put simulated arithmetic into a model: the dot products of Linear / Conv1d / Conv2d layers (their config's
-``compute:``), and the ops of a transformer (the config's ``ops:`` rules).
+"""Put simulated arithmetic into a model: the dot products of Linear / Conv1d / Conv2d layers and of transformers'
+GPT-2 ``Conv1D`` (:data:`COMPUTE_KINDS`; their config's ``compute:``), and the ops of a transformer (the config's
+``ops:`` rules).
 
 An ``ops:`` rule matches modules of any type -- a glob on the module name, ``re:REGEX``, or a class name such as
 ``LayerNorm``, ``GELUActivation``, ``BertSelfAttention`` -- and says what their results are rounded to. Which
@@ -11,12 +12,18 @@ kind                modules                                     fields
 ``bert-attention``  Hugging Face BERT self-attention            ``compute`` (of Q·Kᵀ and A·V), ``operands`` (a
                     (``BertSelfAttention``: MiniLM)             scheme for Q, K, V and the probabilities),
                                                                 ``softmax``, ``output``
+``gpt2-attention``  Hugging Face GPT-2 self-attention           the same four fields (``output``: the context,
+                    (``GPT2Attention``: pydoc-gpt), no past     the input of ``c_proj``)
+                    keys/values
+``mha``             ``nn.MultiheadAttention``                   the same four fields (``output``: the context,
+                                                                the input of ``out_proj``)
 ``bert-residual``   ``BertSelfOutput``, ``BertOutput``          ``residual`` (the add before the LayerNorm),
                                                                 ``output``
 ``module``          any other module (LayerNorm, GELU, ReLU,    ``output``
                     Softmax, ...)
 ==================  ==========================================  ===============================================
 
+The attention kinds are :mod:`dtypelab.arith.attention` (what each simulates and refuses).
 Everything is attached to the model copy as instance ``forward`` overrides and forward hooks and taken off again
 by :func:`dtypelab.restore` (the model comes back bit for bit). With grad enabled, a simulated layer passes the
 gradient of its FP32 function straight through.
@@ -43,11 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dtypelab.arith.attention import BertAttentionForward, GPT2AttentionForward, MultiheadAttentionForward
 from dtypelab.arith.compute import Compute
-from dtypelab.arith.numbers import Rounder, rounder
+from dtypelab.arith.numbers import Rounder, rounder, straight_through
 from dtypelab.arith.rules import COMPUTE_KINDS, OpRule
 from dtypelab.model.layers import module_type, raw_weight
-from dtypelab.schemes import PerAxis, PerTensor, Scheme, fake_quantize
+from dtypelab.model.methods import TRANSPOSED
+from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
 # ---- op kinds ----------------------------------------------------------------------------------------------------
 
@@ -68,6 +77,14 @@ def _class_names(module: nn.Module) -> list[str]:
 
 def _is_bert_attention(m: nn.Module) -> bool:
     return "BertSelfAttention" in _class_names(m) and all(hasattr(m, a) for a in ("query", "key", "value"))
+
+
+def _is_gpt2_attention(m: nn.Module) -> bool:
+    return "GPT2Attention" in _class_names(m) and all(hasattr(m, a) for a in ("c_attn", "c_proj", "head_dim"))
+
+
+def _is_multihead_attention(m: nn.Module) -> bool:
+    return isinstance(m, nn.MultiheadAttention)
 
 
 def _is_bert_residual(m: nn.Module) -> bool:
@@ -100,62 +117,10 @@ def _attach_output(module: nn.Module, spec: dict[str, Any]) -> Callable[[], None
     return handle.remove
 
 
-def _ste(sim: torch.Tensor, exact: Callable[[], torch.Tensor], inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``sim`` forward, the gradient of ``exact()`` backward, where grad is wanted."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        y = exact()
-        return y + (sim.to(y.dtype) - y).detach()
-    return sim
-
-
-class BertAttentionForward:
-    """BERT self-attention with simulated Q·Kᵀ and A·V, rounded softmax and context (the eager algorithm:
-    ``softmax(Q Kᵀ * scaling + mask) V``)."""
-
-    def __init__(self, module: nn.Module, spec: dict[str, Any]) -> None:
-        self.module = module
-        self.compute = Compute.parse(spec["compute"]) if spec.get("compute") else None
-        self.operands = Scheme.parse(spec["operands"]) if spec.get("operands") else None
-        self.softmax = rounder(spec["softmax"]) if spec.get("softmax") else None
-        self.output = rounder(spec["output"]) if spec.get("output") else None
-
-    def _mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.operands is not None:
-            a, b = fake_quantize(a, self.operands), fake_quantize(b, self.operands)
-        if self.compute is None:
-            return torch.matmul(a, b)
-        return _ste(self.compute.matmul(a, b).to(a.dtype), lambda: torch.matmul(a, b), (a, b))
-
-    def __call__(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.module
-        if cache is not None or kwargs.get("past_key_values") is not None \
-                or kwargs.get("encoder_hidden_states") is not None:
-            raise ValueError("simulated BERT attention supports encoder self-attention only (no cache, no "
-                             "cross-attention)")
-        shape = hidden_states.shape[:-1]
-        heads = (*shape, -1, m.attention_head_size)
-        q = m.query(hidden_states).view(heads).transpose(1, 2)
-        k = m.key(hidden_states).view(heads).transpose(1, 2)
-        v = m.value(hidden_states).view(heads).transpose(1, 2)
-        scores = self._mm(q, k.transpose(2, 3)) * m.scaling
-        if attention_mask is not None:
-            if attention_mask.dtype == torch.bool:
-                scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-            else:
-                scores = scores + attention_mask
-        probs = F.softmax(scores, dim=-1)
-        if self.softmax is not None:
-            probs = _ste(self.softmax(probs.double()).to(probs.dtype), lambda: probs, (probs,))
-        probs = F.dropout(probs, p=m.dropout.p if m.training else 0.0, training=m.training)
-        ctx = self._mm(probs, v).transpose(1, 2).reshape(*shape, -1).contiguous()
-        if self.output is not None:
-            ctx = _ste(self.output(ctx.double()).to(ctx.dtype), lambda: ctx, (ctx,))
-        return ctx, probs
-
-
-def _attach_bert_attention(module: nn.Module, spec: dict[str, Any]) -> Callable[[], None]:
-    return _override(module, BertAttentionForward(module, spec))
+def _attacher(forward: Callable[[nn.Module, dict[str, Any]], Callable[..., Any]]) \
+        -> Callable[[nn.Module, dict[str, Any]], Callable[[], None]]:
+    """An op kind's ``attach``: the module's forward replaced by ``forward(module, spec)``."""
+    return lambda module, spec: _override(module, forward(module, spec))
 
 
 class BertResidualForward:
@@ -170,20 +135,20 @@ class BertResidualForward:
         m = self.module
         h = m.dropout(m.dense(hidden_states)) + input_tensor
         if self.residual is not None:
-            h = _ste(self.residual(h.double()).to(h.dtype), lambda: h, (h,))
+            h = straight_through(self.residual(h.double()).to(h.dtype), lambda: h, (h,))
         out = m.LayerNorm(h)
         if self.output is not None:
-            out = _ste(self.output(out.double()).to(out.dtype), lambda: out, (out,))
+            out = straight_through(self.output(out.double()).to(out.dtype), lambda: out, (out,))
         return out
 
 
-def _attach_bert_residual(module: nn.Module, spec: dict[str, Any]) -> Callable[[], None]:
-    return _override(module, BertResidualForward(module, spec))
-
+ATTENTION_FIELDS = ("compute", "operands", "softmax", "output")
 
 OP_KINDS: list[OpKind] = [
-    OpKind("bert-attention", _is_bert_attention, ("compute", "operands", "softmax", "output"), _attach_bert_attention),
-    OpKind("bert-residual", _is_bert_residual, ("residual", "output"), _attach_bert_residual),
+    OpKind("bert-attention", _is_bert_attention, ATTENTION_FIELDS, _attacher(BertAttentionForward)),
+    OpKind("gpt2-attention", _is_gpt2_attention, ATTENTION_FIELDS, _attacher(GPT2AttentionForward)),
+    OpKind("mha", _is_multihead_attention, ATTENTION_FIELDS, _attacher(MultiheadAttentionForward)),
+    OpKind("bert-residual", _is_bert_residual, ("residual", "output"), _attacher(BertResidualForward)),
     OpKind("module", lambda m: True, ("output",), _attach_output),
 ]
 
@@ -231,15 +196,21 @@ def resolve_ops(model: nn.Module, rules: list[OpRule]) -> dict[str, dict[str, An
 
 
 class LayerForward:
-    """A Linear / Conv1d / Conv2d forward whose dot products are ``compute``'s (weights and inputs as the layer's
-    parametrizations and hooks give them)."""
+    """A Linear / Conv1d / Conv2d / GPT-2 ``Conv1D`` forward whose dot products are ``compute``'s (weights and
+    inputs as the layer's parametrizations and hooks give them).
+
+    A ``Conv1D`` (a kind in :data:`dtypelab.model.methods.TRANSPOSED`: ``y = x W + b``, ``W`` stored
+    ``(in, out)``) hands its stored weight to the matmul as it is; its output channels are the weight's columns
+    (fixed-point weight scales: per tensor or ``channel:1``).
+    """
 
     def __init__(self, name: str, module: nn.Module, compute: Compute, weight_scheme: Scheme | None = None,
                  activation: Any = None) -> None:
         self.name, self.module, self.compute = name, module, compute
         self.kind = next(k for k in COMPUTE_KINDS if k in _class_names(module))
+        self.transposed = self.kind in TRANSPOSED
         self.weight_scheme, self.activation = weight_scheme, activation
-        if self.kind != "Linear":
+        if self.kind not in ("Linear", *TRANSPOSED):
             if module.groups != 1 or module.padding_mode != "zeros" or \
                     (isinstance(module.padding, str) and module.padding != "valid"):
                 raise ValueError(f"layer {name!r}: simulated {self.kind} supports groups=1 and zero padding given "
@@ -250,9 +221,10 @@ class LayerForward:
     def _check_scales(self) -> None:
         what = f"layer {self.name!r}"
         w = self.weight_scheme
-        if w is not None and w.has_scales and w.granularity not in (PerTensor(), PerAxis(0)):
+        out_axis = 1 if self.transposed else 0  # where the stored weight's output channels are
+        if w is not None and w.has_scales and w.granularity not in (PerTensor(), PerAxis(out_axis)):
             raise ValueError(f"{what}: a fixed-point accumulator needs weight scales per tensor or per output "
-                             f"channel, got {w}")
+                             f"channel ({PerAxis(out_axis)} of a {self.kind}'s stored weight), got {w}")
         q = self.activation
         if q is not None and q.scheme.has_scales and (q.dynamic or q.scales.numel() != 1):
             raise ValueError(f"{what}: a fixed-point accumulator needs static per-tensor activation scales "
@@ -278,12 +250,13 @@ class LayerForward:
         m = self.module
         w, b = m.weight, m.bias
         sx, sw = self._scales()
-        if self.kind == "Linear":
+        if self.kind == "Linear" or self.transposed:
             x2 = input.reshape(-1, input.shape[-1])
-            y = self.compute.matmul(x2, w.T, bias=b, scales=(sx, sw))
-            y = y.to(input.dtype).reshape(*input.shape[:-1], w.shape[0])
-            return _ste(y, lambda: F.linear(input, w, b), (input, w, b))
-        return _ste(self._conv(input, w, b, sx, sw), lambda: m._conv_forward(input, w, b), (input, w, b))
+            wt = w if self.transposed else w.T  # [in, out]: a view, no copy
+            y = self.compute.matmul(x2, wt, bias=b, scales=(sx, sw))
+            y = y.to(input.dtype).reshape(*input.shape[:-1], wt.shape[1])
+            return straight_through(y, lambda: F.linear(input, wt.T, b), (input, w, b))
+        return straight_through(self._conv(input, w, b, sx, sw), lambda: m._conv_forward(input, w, b), (input, w, b))
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sx: Any, sw: Any) -> torch.Tensor:
         m = self.module
@@ -343,4 +316,5 @@ def build(model: nn.Module, plans: Mapping[str, Any], op_specs: dict[str, dict[s
 
 
 __all__ = ["OpRule", "OpKind", "OP_KINDS", "register_op_kind", "op_kind", "resolve_ops",
-           "LayerForward", "BertAttentionForward", "BertResidualForward", "ArithState", "build", "COMPUTE_KINDS"]
+           "LayerForward", "BertAttentionForward", "GPT2AttentionForward", "MultiheadAttentionForward",
+           "BertResidualForward", "ArithState", "build", "COMPUTE_KINDS"]

@@ -19,7 +19,9 @@ from dtypelab.arith.compute import Compute
 from dtypelab.arith.numbers import rounder
 from dtypelab.schemes import Scheme
 
-COMPUTE_KINDS = ("Linear", "Conv1d", "Conv2d")
+#: the layer kinds whose dot products a ``compute:`` simulates (``Conv1D``: transformers' GPT-2 linear layer,
+#: weight stored ``(in, out)``: :data:`dtypelab.model.methods.TRANSPOSED`)
+COMPUTE_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv1D")
 
 
 # ---- config ------------------------------------------------------------------------------------------------------

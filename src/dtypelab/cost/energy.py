@@ -34,7 +34,7 @@ from typing import Any
 from torch import nn
 
 from dtypelab._markdown import markdown_table
-from dtypelab.cost.plans import Plan, resolve_op_plans, resolve_plans
+from dtypelab.cost.plans import OpPlan, Plan, resolve_op_plans, resolve_plans
 from dtypelab.cost.pricing import Datapath, Op, compute_datapath, datapath, priced, rescale_ops
 from dtypelab.cost.table import EnergyTable, load_table
 from dtypelab.cost.trace import OpRecord, count
@@ -177,7 +177,8 @@ def _lines(rec: OpRecord, plan: Plan | None, t: EnergyTable, accounting: str) ->
         if op is not None and n > 0:
             out.append(TermLine(term, op.name, n, op.pj))
 
-    compute = getattr(plan, "compute", None) if rec.weight or not rec.planned else None  # layers, ops rules
+    # a layer's compute prices its weight products, an ops rule's the products it simulates
+    compute = getattr(plan, "compute", None) if rec.weight or isinstance(plan, OpPlan) else None
     if compute is not None:
         bits = max([s.format.bits for s in schemes] or [32])
         dp, promote = compute_datapath(t, dp, compute, bits)
@@ -218,8 +219,8 @@ def energy(model: nn.Module, config: Any, example: Any, table: EnergyTable | Map
         model: any ``nn.Module`` (not changed; run once under ``torch.no_grad``).
         config: a quantization config (dict, file path or ``QuantConfig``; ``None`` = FP32), as
             :func:`dtypelab.model.config.resolve` takes, or an already resolved ``{name: LayerPlan}``. Its
-            ``ops:`` rules price the activation x activation products of the modules they match (BERT
-            attention's Q·Kᵀ and A·V: ``operands`` and ``compute``).
+            ``ops:`` rules price the activation x activation products of the modules they match (the Q·Kᵀ
+            and A·V of BERT and GPT-2 attention and of MultiheadAttention: ``operands`` and ``compute``).
         example: the forward input: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
         table: an :class:`EnergyTable`, a dict or a YAML path (``None``: the lab's Horowitz 45 nm table).
         accounting: ``"full"`` (every term) or ``"lab"`` (exactly the lab's count).
@@ -241,7 +242,9 @@ def energy(model: nn.Module, config: Any, example: Any, table: EnergyTable | Map
     records = count(model, example, {name: p.module for name, p in plans.items()})
     rows: dict[str, LayerEnergy] = {}  # in the order layers first ran
     for rec in records:
-        plan = plans.get(rec.layer) if rec.planned else None if rec.weight else op_plans.get(rec.layer)
+        # an ops rule prices a module's activation x activation products (a MultiheadAttention's too)
+        plan = op_plans.get(rec.layer) if not rec.weight else None
+        plan = plan or (plans.get(rec.layer) if rec.planned else None)
         row = rows.get(rec.layer)
         if row is None:
             row = rows[rec.layer] = LayerEnergy(rec.layer, _label(plan.weight) if plan else "fp32",

@@ -36,8 +36,9 @@ def resolve_plans(model: nn.Module, config: Any) -> dict[str, Plan]:
 
 @dataclass(frozen=True)
 class OpPlan:
-    """What an ``ops:`` rule gives a module's activation x activation products (BERT attention's Q·Kᵀ, A·V):
-    the operands' scheme (dynamic scales) and the simulated compute."""
+    """What an ``ops:`` rule gives a module's activation x activation products (the Q·Kᵀ and A·V of BERT and
+    GPT-2 attention and of ``nn.MultiheadAttention``): the operands' scheme (dynamic scales) and the simulated
+    compute. For a MultiheadAttention it replaces the layer plan's activation scheme on those two products only."""
 
     name: str
     module: nn.Module

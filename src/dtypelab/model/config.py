@@ -38,12 +38,14 @@ by its own scheme and rounding (``e5m2/tensor/absmax//sr``); :func:`dtypelab.mod
 it. A rule's ``backward`` changes only the keys it gives (``backward: null`` clears them all); ``to_dict`` writes it
 only where set.
 
-``compute:`` (top level: every Linear / Conv1d / Conv2d; or in a layer rule) simulates the layer's arithmetic:
+``compute:`` (top level: every Linear / Conv1d / Conv2d / GPT-2 Conv1D layer -- a model with none, or with a
+Conv1D that is not a registered kind, is a ``ValueError``; or in a layer rule, where a layer of another kind is
+a ``ValueError``) simulates the layer's arithmetic:
 ``{product, accumulator, chunk, group, order, overflow, promote, output}`` (:mod:`dtypelab.arith.compute`;
 ``accumulator: bf16``, ``quire``, ``align:13`` with ``chunk: 128``, ``int32`` ...). ``ops:`` is a list of
-``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, BERT
-self-attention's Q·Kᵀ and A·V, its residual adds: :mod:`dtypelab.arith.ops`). Both are written by ``to_dict``
-only where set.
+``{match, output, softmax, residual, compute, operands}`` rules over *any* module (LayerNorm, GELU, the Q·Kᵀ
+and A·V of BERT and GPT-2 self-attention and of MultiheadAttention, BERT's residual adds:
+:mod:`dtypelab.arith.ops`). Both are written by ``to_dict`` only where set.
 
 Quantizable layers are the registered kinds (:data:`dtypelab.model.layers.LAYER_KINDS`): Linear, Conv1d, Conv2d,
 Embedding (weights only: its inputs are indices) and MultiheadAttention (packed ``in_proj_weight`` and
@@ -80,7 +82,7 @@ from dtypelab.arith.compute import Compute
 from dtypelab.arith.rules import COMPUTE_KINDS, OpRule, compute_spec
 from dtypelab.model.equalize import equalizer
 from dtypelab.model.fold import rotation_spec
-from dtypelab.model.layers import LAYER_KINDS, kind_of, raw_weight
+from dtypelab.model.layers import LAYER_KINDS, kind_of, module_type, raw_weight
 from dtypelab.model.methods import TRANSPOSED, weight_method
 from dtypelab.schemes import PerAxis, PerTensor, Scheme
 
@@ -503,10 +505,30 @@ def resolve(model: nn.Module, config: QuantConfig | Mapping[str, Any] | str | os
             compute = Compute.parse(s["compute"])
         elif name in ruled_compute:
             raise ValueError(f"{label}: compute simulates the dot products of {', '.join(COMPUTE_KINDS)} layers; "
-                             f"a {kind.name} layer cannot have it (BERT attention: an ops rule)")
+                             f"a {kind.name} layer cannot have it (attention products: an ops rule)")
         plans[name] = LayerPlan(name, module, weight, activation, dynamic, s["bias"], method.name, s["equalize"],
                                 s["rotate"], backward, compute)
+    if cfg.compute is not None:
+        _check_compute_reaches(model, layers)
     return plans
+
+
+def _check_compute_reaches(model: nn.Module, layers: dict[str, nn.Module]) -> None:
+    """A top-level ``compute:`` must reach a layer: ValueError for a model with no layer of a compute kind, or
+    with modules of a compute kind's class that are not registered layers (transformers' ``Conv1D`` before
+    ``register_conv1d``), whose dot products it would silently leave in FP32."""
+    stray = [n for n, m in model.named_modules() if kind_of(m) is None
+             and any(c.__name__ in COMPUTE_KINDS for c in module_type(m).__mro__)]
+    if stray:
+        shown = ", ".join(repr(n) for n in stray[:4]) + (f", ... ({len(stray)} in all)" if len(stray) > 4 else "")
+        raise ValueError(f"compute: modules {shown} ({type(model.get_submodule(stray[0])).__name__}) are not a "
+                         "registered layer kind, so compute would not reach them; register their kind first "
+                         "(transformers' GPT-2 Conv1D: dtypelab.workloads.lm.register_conv1d())")
+    if not any(kind_of(m).name in COMPUTE_KINDS for m in layers.values()):
+        kinds = sorted({kind_of(m).name for m in layers.values()})
+        raise ValueError(f"compute simulates the dot products of {', '.join(COMPUTE_KINDS)} layers; this model has "
+                         f"none (its layers: {', '.join(kinds) or 'none'}), so compute would change nothing "
+                         "(attention products: an ops rule)")
 
 
 __all__ = ["QuantConfig", "LayerRule", "LayerPlan", "BackwardSpec", "resolve", "quantizable_layers"]
