@@ -11,7 +11,9 @@ is exact where the gap is a power of two (floats, posits, integers); elsewhere i
 Where every gap of the grid is a power of two and every position a multiple of its gap (floats, integers,
 P3109, MX elements), float32 inputs take :func:`apply_stochastic_pow2`: the remainder is the input's low
 significand bits, so the decision needs integers only and two table loads (:func:`pow2_entries`); posits
-(whose gaps at the regime's ends are not powers of two), LP, DT and codebooks keep the float kernel.
+(whose gaps at the regime's ends are not powers of two), LP, DT and codebooks keep the float kernel, which for
+the direct and cut lookups of 16 key bits reads tables gathered per first-level entry (:func:`entry_tables`:
+no load waits on another's result but the entry's own, about 1.35x faster than interval first, then its tables).
 
 The numba kernels (:func:`apply_stochastic` and its specialisations) and the torch reference
 (:func:`torch_goes_away`, used by :class:`dtypelab.kernels.backend.TorchBackend`) compute the same bits.
@@ -48,8 +50,7 @@ def decision_constants(k: int) -> tuple[float, float, int, int, int]:
 def goes_away(d, word, s_hi, s_lo, shift, keep_low, limit):
     """Whether a remainder ``d >= 0`` rounds away given the random ``word`` (constants from
     :func:`decision_constants`; ``d >= 1``, which float64 rounding can give for a gap that is not a power of two,
-    always does). No branch: the outcome is random, so a branch would be mispredicted half the time, and the loop
-    vectorizes."""
+    always does). No branch: the outcome is random, so a branch would be mispredicted half the time."""
     scaled = d * s_hi
     d_hi = np.int64(scaled)
     d_lo = np.int64((scaled - d_hi) * s_lo)
