@@ -125,6 +125,28 @@ def test_every_lookup_form_is_exercised_by_the_oracle_test() -> None:
 
 
 
+@pytest.mark.parametrize("spec, dtype, form", [
+    ("e4m3", np.float32, lut.DIRECT), ("nf4", np.float32, lut.CUT), ("dt8", np.float64, lut.TWO_LEVEL),
+    ("bf16", np.float32, lut.DIRECT), ("lp(10,2,2,0)", np.float32, lut.CUT), ("fp16", np.float64, lut.TWO_LEVEL)])
+def test_encode_kernels_store_every_length_and_count_nans(spec: str, dtype: type, form: int) -> None:
+    """The CPU encode kernels (8-bit codes four to a 32-bit store, the rest one at a time) write the reference's
+    codes for every length and output offset, count exactly the NaN inputs, and write nothing past the output."""
+    f = dl.fmt(spec)
+    assert f.engine.lut(dtype).form == form
+    rng = np.random.default_rng(3)
+    for n in [*range(10), 1001]:
+        x = (rng.standard_normal(n) * 4).astype(dtype)
+        x[rng.random(n) < 0.2] = np.nan
+        for offset in (0, 1, 3):  # the output starts off a 4-byte boundary too
+            buf = torch.full((n + offset + 4,), 0x5A, dtype=f.engine.code_dtype)
+            out = buf[offset:offset + n]
+            nans = BACKEND.table(f.engine, torch.from_numpy(x), out, "code")
+            want = f.engine.table.codes[f.engine.table.reference_index(x)]
+            np.testing.assert_array_equal(out.numpy().astype(np.int64), want)
+            assert nans == int(np.isnan(x).sum())
+            assert bool((buf[:offset] == 0x5A).all()) and bool((buf[offset + n:] == 0x5A).all())
+
+
 def test_kernel_caches_older_than_any_kernel_source_are_dropped(tmp_path) -> None:
     import os
 

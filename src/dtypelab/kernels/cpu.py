@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -64,24 +65,41 @@ def _wide(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int32) if codes.itemsize < 4 else codes
 
 
+def _words(out: np.ndarray) -> np.ndarray:
+    """The leading whole 32-bit words of a byte output (little-endian machines; elsewhere none: every code is then
+    stored on its own)."""
+    if out.itemsize != 1 or sys.byteorder != "little":
+        return np.empty(0, np.uint32)
+    return out[: out.size - out.size % 4].view(np.uint32)
+
+
 def _table_kernel(engine: TableEngine, what: str) -> Kernel:
     def kernel(x: np.ndarray, out: torch.Tensor, offset: int) -> int:
         m = engine.lut(x.dtype)
         bits = _bits(x)
         t = engine.table
         total = 8 * x.itemsize
+        dst = out.numpy()
         if what == "code":
-            o = engine.outputs(x.dtype, _wide(engine.codes), "code as int32")
-        elif out.dtype == torch.float32:
+            o = engine.outputs(x.dtype, engine.flagged_codes, "flagged code")
+            if m.form == lut.DIRECT:
+                return int(lut.encode_direct(bits, dst, _words(dst), total, m.low_bits, o.first))
+            if m.form == lut.CUT:
+                return int(lut.encode_cut(bits, dst, _words(dst), total, m.low_bits, o.first, m.cut))
+            return int(lut.encode_two_level(x, bits, dst, _words(dst), o.table, total, m.low_bits, m.first, m.entries,
+                                            m.fallback_first, m.fallback_span, t.thresholds, t.tie))
+        if out.dtype == torch.float32:
             o = engine.outputs(x.dtype, t.float32_values, "float32")
         else:
             o = engine.outputs(x.dtype, t.values, "float64")
         if m.form == lut.DIRECT:
-            return int(lut.apply_direct(x, bits, out.numpy(), total, m.low_bits, o.first))
-        if m.form == lut.CUT:
-            return int(lut.apply_cut(x, bits, out.numpy(), total, m.low_bits, o.first, m.cut))
-        return int(lut.apply_two_level(x, bits, out.numpy(), o.table, total, m.low_bits, m.first, m.entries,
-                                       m.fallback_first, m.fallback_span, t.thresholds, t.tie))
+            lut.apply_direct(bits, dst, total, m.low_bits, o.first)
+        elif m.form == lut.CUT:
+            lut.apply_cut(bits, dst, total, m.low_bits, o.first, m.cut)
+        else:
+            lut.apply_two_level(x, bits, dst, o.table, total, m.low_bits, m.first, m.entries, m.fallback_first,
+                                m.fallback_span, t.thresholds, t.tie)
+        return 0
 
     return kernel
 
@@ -103,21 +121,29 @@ class NumbaBackend(Backend):
         def kernel(a: np.ndarray, o: torch.Tensor, offset: int) -> int:
             m = engine.index.lut(a.dtype)
             r = engine.results
-            results = engine.codes if what == "code" else r.float32_values if o.dtype == torch.float32 else r.values
+            if what == "code":
+                results, name = engine.codes, "code"
+            elif o.dtype == torch.float32:
+                results, name = r.float32_values, "float32"
+            else:
+                results, name = r.values, "float64"
             total = 8 * a.itemsize
             bits = _bits(a)
-            arrays = engine.index_arrays(a.dtype)
-            common = (engine.base, engine.inverse, results, np.uint64(seed), offset, engine.flush_below,
-                      bits.dtype.type(-(1 << (total - 1))), *constants)
+            rest = (np.uint64(seed), offset, engine.flush_below, bits.dtype.type(-(1 << (total - 1))), *constants)
             head = (a, bits, o.numpy(), total, m.low_bits)
             if a.dtype == np.float32 and engine.pow2_words is not None:  # integers only, two loads per input
                 return int(stochastic.apply_stochastic_pow2(bits, o.numpy(), m.low_bits, engine.pow2_words, results,
                                                             np.uint64(seed), offset, engine.flush_bits))
-            if m.form == lut.DIRECT:  # the vectorized kernels of the two branch-free forms
-                return int(stochastic.apply_stochastic_direct(*head, arrays[8], *common))
-            if m.form == lut.CUT:
-                return int(stochastic.apply_stochastic_cut(*head, arrays[8], arrays[1], *common))
-            return int(stochastic.apply_stochastic(a, bits, o.numpy(), m.form, total, m.low_bits, *arrays, *common))
+            narrow = 8 * a.itemsize - m.low_bits == lut.KEY_BITS[0]  # per-entry tables of at most 3 * 2^16 entries
+            if narrow and m.form == lut.DIRECT:  # the branch-free kernels of the per-entry tables
+                return int(stochastic.apply_stochastic_direct(*head, *engine.entry_arrays(a.dtype, results, name),
+                                                              *rest))
+            if narrow and m.form == lut.CUT:
+                return int(stochastic.apply_stochastic_cut(*head, m.cut, *engine.entry_arrays(a.dtype, results, name),
+                                                           *rest))
+            return int(stochastic.apply_stochastic(a, bits, o.numpy(), m.form, total, m.low_bits,
+                                                   *engine.index_arrays(a.dtype), engine.base, engine.inverse, results,
+                                                   *rest))
 
         return _run(x, out, what, kernel)
 

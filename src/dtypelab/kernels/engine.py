@@ -18,7 +18,7 @@ import torch
 from dtypelab.kernels import lut
 from dtypelab.kernels.backend import Backend, BlockRule, backend_for
 from dtypelab.kernels.random import draw_seed
-from dtypelab.kernels.stochastic import pow2_entries, remainder_tables
+from dtypelab.kernels.stochastic import entry_tables, pow2_entries, remainder_tables
 from dtypelab.kernels.table import RoundingTable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -108,6 +108,12 @@ class TableEngine(Engine):
         """The table's codes in the dtype :meth:`encode` returns."""
         return self.table.codes.astype(_NUMPY_CODE[code_dtype(self.bits)])
 
+    @cached_property
+    def flagged_codes(self) -> np.ndarray:
+        """The codes as int32 with the NaN interval flagged (:func:`lut.flagged_codes`): what the CPU's encode
+        kernels look up, counting NaN inputs as they go."""
+        return lut.flagged_codes(self.table.codes, self.table.nan_index)
+
     def outputs(self, dtype: np.dtype, table: np.ndarray, name: str) -> lut.Outputs:
         """:func:`lut.outputs` of ``table`` (results by interval, cached under ``name``) for ``dtype`` inputs."""
         key = (np.dtype(dtype), name)
@@ -157,6 +163,20 @@ class StochasticEngine(Engine):
         self.random_bits = random_bits
         self.flush_below = float(flush_below)
         self.codes = results.codes.astype(_NUMPY_CODE[code_dtype(bits)])
+        self._entries: dict[tuple[np.dtype, str], tuple[np.ndarray, ...]] = {}
+
+    def entry_arrays(self, dtype: np.dtype, results: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+        """For a direct- or cut-form lookup of ``dtype`` inputs, the per-entry ``base``, ``inverse`` and
+        ``results`` (by interval, cached under ``name``) of :func:`dtypelab.kernels.stochastic.entry_tables`."""
+        key = (np.dtype(dtype), name)
+        found = self._entries.get(key)
+        if found is None:
+            m = self.index.lut(dtype)
+            key_bits = 8 * np.dtype(dtype).itemsize - m.low_bits
+            base, inverse, neighbours = entry_tables(self.index_arrays(dtype)[8], key_bits, self.base, self.inverse)
+            found = self._entries[key] = (base, inverse, results[neighbours])
+        return found
 
     def index_arrays(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         """The lookup arrays of the truncating table, writing interval indices."""

@@ -24,10 +24,11 @@ bucket ``k`` is interval ``first[2k+1]`` below the low bits ``cut[k]`` and the n
 a negative bucket) from there on, a branch-free lookup (:func:`apply_cut`).
 
 NaN and infinities need no branch: their buckets hold the NaN / ±inf intervals like any other. The kernels
-write ``table[interval]`` — a value or a code — into a preallocated output and count the NaN inputs. The direct
-and cut kernels read the table already applied to the first level (:class:`Outputs`): one dependent load per
-input. Results equal :meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random
-inputs).
+write ``table[interval]`` — a value (``apply_*``) or a code (``encode_*``) — into a preallocated output; the
+code kernels also count the NaN inputs, from a flag bit of the NaN interval's code (:func:`flagged_codes`), and
+store codes of at most 8 bits four at a time. The direct and cut kernels read the table already applied to the
+first level (:class:`Outputs`): one dependent load per input. Results equal
+:meth:`RoundingTable.reference_index` exactly (tests check every bucket's ends and random inputs).
 
 numba compiles each kernel once per dtype combination and caches it on disk (``cache=True``), so a new
 process pays only the load.
@@ -253,25 +254,26 @@ def outputs(m: Lut, table: np.ndarray) -> Outputs:
     return Outputs(table, first)
 
 
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie):
-    """``out[i] = table[interval(x[i])]``; ``bits`` is ``x`` viewed as an integer of ``total_bits`` (32, 64).
-
-    Returns the number of NaN inputs.
-    """
-    nans = 0
-    for i in prange(x.size):
-        key, low = key_and_low(bits[i], low_bits, total_bits)
-        out[i] = table[_interval(x[i], key, low, first, entries, fb_first, fb_span, thresholds, tie)]
-        nans += x[i] != x[i]
-    return nans
+@njit(inline="always")
+def _direct(b, low_bits, total_bits, first):
+    """The direct form's result for bit pattern ``b`` (``first``: its :attr:`Outputs.first`)."""
+    key, low = key_and_low(b, low_bits, total_bits)
+    return first[2 * key + (low != 0)]
 
 
 @njit(inline="always")
-def _past_cut(key, low, first, cut):
-    """Bucket ``key``'s result from the cut form's :attr:`Outputs.first`: its lowest member, the rest below its cut,
-    or the rest from the cut on (the cut is never 0, so the lowest member is never past it)."""
+def _cut(b, low_bits, total_bits, first, cut):
+    """The cut form's result for bit pattern ``b`` from its :attr:`Outputs.first`: the bucket's lowest member, the
+    rest below its cut, or the rest from the cut on (the cut is never 0, so the lowest member is never past it)."""
+    key, low = key_and_low(b, low_bits, total_bits)
     return first[3 * key + (low != 0) + (low >= cut[key])]
+
+
+@njit(inline="always")
+def _two_level(x, b, low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table):
+    """The two-level form's result for ``x`` (bit pattern ``b``): ``table`` at its interval."""
+    key, low = key_and_low(b, low_bits, total_bits)
+    return table[_interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)]
 
 
 @njit(inline="always")
@@ -279,32 +281,117 @@ def lookup(form, x, b, low_bits, total_bits, first, cut, entries, fb_first, fb_s
     """The result for ``x`` (bit pattern ``b``) under a :class:`Lut` of the given form: the Lut's arrays, its
     table's ``thresholds`` and ``tie``, and the two arrays of its :class:`Outputs` (``TableEngine.lookup_arrays``
     gives all nine in this order)."""
-    key, low = key_and_low(b, low_bits, total_bits)
     if form == DIRECT:
-        return first_out[2 * key + (low != 0)]
+        return _direct(b, low_bits, total_bits, first_out)
     if form == CUT:
-        return _past_cut(key, low, first_out, cut)
-    return table[_interval(x, key, low, first, entries, fb_first, fb_span, thresholds, tie)]
+        return _cut(b, low_bits, total_bits, first_out, cut)
+    return _two_level(x, b, low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table)
+
+
+# Values: ``out[i]`` = the result of input ``i``. No NaN count (only codes need one), so nothing but the lookup
+# runs per input.
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut(x, bits, out, total_bits, low_bits, first, cut):
-    """:func:`apply_two_level` for a :class:`Lut` with ``cut``, reading the cut form's :attr:`Outputs.first`."""
-    nans = 0
+def apply_direct(bits, out, total_bits, low_bits, first):
+    """``out[i]`` = the direct form's result for ``bits[i]`` (``x`` viewed as an integer of ``total_bits``: 32,
+    64), ``first`` its :attr:`Outputs.first`: one table load per input."""
     for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, total_bits)
-        out[i] = _past_cut(key, low, first, cut)
-        nans += x[i] != x[i]
+        out[i] = _direct(bits[i], low_bits, total_bits, first)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_cut(bits, out, total_bits, low_bits, first, cut):
+    """:func:`apply_direct` for the cut form (``first``: its :attr:`Outputs.first`)."""
+    for i in prange(bits.size):
+        out[i] = _cut(bits[i], low_bits, total_bits, first, cut)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie):
+    """``out[i] = table[interval(x[i])]`` through the two-level form."""
+    for i in prange(x.size):
+        out[i] = _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
+                            tie, table)
+
+
+# Codes: the tables hold ``code | is_nan << FLAG_SHIFT`` (:func:`flagged_codes`), so the NaN count is a sum of
+# flags. Codes of at most 8 bits are written four to a 32-bit store (``words``: the output's first
+# ``4 * words.size`` bytes viewed as uint32, little-endian); byte stores one at a time, whose addresses advance a
+# quarter as fast as the input's, keep colliding with the input loads (4 KiB aliasing) and run at half the speed.
+
+FLAG_SHIFT = 16  # table codes have at most 16 bits
+
+
+def flagged_codes(codes: np.ndarray, nan_index: int) -> np.ndarray:
+    """``codes`` (by interval) as int32 with the NaN interval's flag bit set (see :func:`encode_direct`)."""
+    flagged = codes.astype(np.int32)
+    flagged[nan_index] |= 1 << FLAG_SHIFT
+    return flagged
+
+
+@njit(inline="always")
+def _pack4(e0, e1, e2, e3):
+    """Four flagged 8-bit codes as one little-endian 32-bit word, and their NaN flags' count."""
+    word = np.uint32(e0 & 0xFF) | np.uint32(e1 & 0xFF) << 8 | np.uint32(e2 & 0xFF) << 16 | np.uint32(e3 & 0xFF) << 24
+    return word, (e0 >> FLAG_SHIFT) + (e1 >> FLAG_SHIFT) + (e2 >> FLAG_SHIFT) + (e3 >> FLAG_SHIFT)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def encode_direct(bits, out, words, total_bits, low_bits, first):
+    """Codes through the direct form (``first``: its :attr:`Outputs.first` of :func:`flagged_codes`): the first
+    ``4 * words.size`` into ``words``, four to a word, the rest into ``out``. Returns the number of NaN inputs."""
+    nans = 0
+    for q in prange(words.size):
+        i = 4 * q
+        words[q], flags = _pack4(_direct(bits[i], low_bits, total_bits, first),
+                                 _direct(bits[i + 1], low_bits, total_bits, first),
+                                 _direct(bits[i + 2], low_bits, total_bits, first),
+                                 _direct(bits[i + 3], low_bits, total_bits, first))
+        nans += flags
+    for i in prange(4 * words.size, bits.size):
+        e = _direct(bits[i], low_bits, total_bits, first)
+        out[i] = e & ((1 << FLAG_SHIFT) - 1)
+        nans += e >> FLAG_SHIFT
     return nans
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct(x, bits, out, total_bits, low_bits, first):
-    """:func:`apply_two_level` for a :class:`Lut` whose first level settles everything (``Lut.direct``), reading
-    :attr:`Outputs.first`: one table load per input."""
+def encode_cut(bits, out, words, total_bits, low_bits, first, cut):
+    """:func:`encode_direct` for the cut form."""
     nans = 0
-    for i in prange(bits.size):
-        key, low = key_and_low(bits[i], low_bits, total_bits)
-        out[i] = first[2 * key + (low != 0)]
-        nans += x[i] != x[i]
+    for q in prange(words.size):
+        i = 4 * q
+        words[q], flags = _pack4(_cut(bits[i], low_bits, total_bits, first, cut),
+                                 _cut(bits[i + 1], low_bits, total_bits, first, cut),
+                                 _cut(bits[i + 2], low_bits, total_bits, first, cut),
+                                 _cut(bits[i + 3], low_bits, total_bits, first, cut))
+        nans += flags
+    for i in prange(4 * words.size, bits.size):
+        e = _cut(bits[i], low_bits, total_bits, first, cut)
+        out[i] = e & ((1 << FLAG_SHIFT) - 1)
+        nans += e >> FLAG_SHIFT
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def encode_two_level(x, bits, out, words, table, total_bits, low_bits, first, entries, fb_first, fb_span,
+                     thresholds, tie):
+    """:func:`encode_direct` for the two-level form (``table``: :func:`flagged_codes` by interval)."""
+    nans = 0
+    for q in prange(words.size):
+        i = 4 * q
+        words[q], flags = _pack4(
+            _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table),
+            _two_level(x[i + 1], bits[i + 1], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
+                       tie, table),
+            _two_level(x[i + 2], bits[i + 2], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
+                       tie, table),
+            _two_level(x[i + 3], bits[i + 3], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
+                       tie, table))
+        nans += flags
+    for i in prange(4 * words.size, bits.size):
+        e = _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table)
+        out[i] = e & ((1 << FLAG_SHIFT) - 1)
+        nans += e >> FLAG_SHIFT
     return nans
