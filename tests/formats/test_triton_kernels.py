@@ -138,3 +138,50 @@ def test_triton_block_takes_the_torch_path_beyond_its_reach(triton_backend) -> N
     for spec, size in (("int8/block:32/absmax", gpu.MAX_BLOCK + 1), ("lp(12,2,3,0)/block:32/absmax", 32)):
         scheme = dl.Scheme.parse(spec)
         _check_block(triton_backend, scheme.format.engine, x, size, scheme.block_rule())
+
+
+def _positive_doubles(count: int, seed: int) -> np.ndarray:
+    """Random finite positive float64 bit patterns (subnormals included), powers of two, and values near 1."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(1, 0x7FF0000000000000, count, dtype=np.int64).view(np.float64)
+    return np.concatenate([patterns, 2.0 ** np.arange(-1074, 1024), 1 + rng.uniform(-1e-3, 1e-3, 1000),
+                           rng.uniform(0.5, 2.0, 10_000), [5e-324, 1.7976931348623157e308]])
+
+
+def test_triton_log2_equals_numba_and_torch(triton_backend) -> None:
+    from numba import njit
+
+    from dtypelab.kernels.log2hist import _log2, torch_log2
+
+    @njit
+    def numba_log2(a, out):
+        for i in range(a.size):
+            out[i] = _log2(a[i])
+
+    a = _positive_doubles(200_000, 7)
+    want = np.empty_like(a)
+    numba_log2(a, want)
+    got = triton_backend.log2(torch.from_numpy(a)).numpy()
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    np.testing.assert_array_equal(torch_log2(torch.from_numpy(a)).numpy().view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_triton_log2_hist_equals_numba(triton_backend, dtype: type) -> None:
+    """Centres bit for bit on heavy-tailed rows (zeros, NaN, infinities, an empty row, a one-magnitude row, a row
+    longer than a program's chunk, ragged), random bit patterns, and a bin count that is not a power of two."""
+    from dtypelab.kernels.log2hist import log2_hist_centres
+
+    rng = np.random.default_rng(4)
+    rows = (rng.standard_normal((33, 2500)) * np.exp(3 * rng.standard_normal((33, 2500)))).astype(dtype)
+    rows[0, :3] = [0.0, np.nan, np.inf]
+    rows[1] = 0  # no finite nonzero element: NaN
+    rows[2] = -0.75  # one magnitude: zero-width bins
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns convert quietly
+        patterns = rng.integers(0, 2**32, (5, 3000), dtype=np.uint64).astype(np.uint32).view(np.float32).astype(dtype)
+    for x in (rows, patterns):
+        for bins in (64, 100):
+            want = log2_hist_centres(x, bins)
+            got = triton_backend.log2_hist_centres(torch.from_numpy(x), bins)
+            assert got.dtype == torch.float64
+            np.testing.assert_array_equal(got.numpy().view(np.int64), want.view(np.int64))

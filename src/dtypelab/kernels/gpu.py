@@ -34,13 +34,14 @@ import math
 import numpy as np
 import torch
 
-from dtypelab.kernels import blockwise, lut
+from dtypelab.kernels import blockwise, log2hist, lut
 from dtypelab.kernels.backend import REFERENCE, Backend, TableEngineLike, TorchBackend, _intervals
 from dtypelab.kernels.blockwise import BlockRule
 
 BLOCK = 1024  # elements per program of the lookup kernel
 TILE = 2048  # elements per program of the block kernel (whole blocks: one if a block is larger)
 MAX_BLOCK = 1 << 14  # larger blocks take the torch path (one program holds a whole block)
+HIST_CHUNK = 1024  # elements of a row per program of the log2-hist kernel
 
 try:
     import triton
@@ -149,6 +150,54 @@ if triton is not None:
         tl.store(out_ptr + i, out, mask=m)
 
 
+if triton is not None:
+
+    @triton.jit
+    def _log2(a, consts_ptr):
+        """:func:`dtypelab.kernels.log2hist.log2` of float64 ``a`` (finite, > 0): ``frexp`` from the bits, then
+        the same IEEE operations (launched with ``enable_fp_fusion=False``: no fused multiply-add); the constants
+        are loaded as float64 (``LOG2_CONSTANTS``: float literals would be float32)."""
+        sub = ((a.to(tl.int64, bitcast=True) >> 52) & 0x7FF) == 0  # subnormal: times 2^54 (exact) first
+        a = a * tl.where(sub, 18014398509481984.0, 1.0)
+        b = a.to(tl.int64, bitcast=True)
+        e = ((b >> 52) & 0x7FF) - 1022 - tl.where(sub, 54, 0)
+        m = ((b & 0xFFFFFFFFFFFFF) | (1022 << 52)).to(tl.float64, bitcast=True)  # frexp's mantissa, in [0.5, 1)
+        small = m < tl.load(consts_ptr)
+        m = tl.where(small, m * 2.0, m)
+        e = e - small.to(tl.int64)
+        f = m - 1.0
+        s = f / (f + 2.0)  # (float64 `/` is correctly rounded on CUDA)
+        z = s * s
+        p = tl.load(consts_ptr + 11) + z * 0.0
+        for k in tl.static_range(10):
+            p = p * z + tl.load(consts_ptr + 10 - k)
+        return e.to(tl.float64) + s * p
+
+    @triton.jit
+    def _log2_kernel(x_ptr, out_ptr, consts_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        tl.store(out_ptr + i, _log2(tl.load(x_ptr + i, mask=m, other=1.0), consts_ptr), mask=m)
+
+    @triton.jit
+    def _log2_hist_kernel(x_ptr, lo_ptr, width_ptr, counts_ptr, consts_ptr, cols, BINS: tl.constexpr,
+                          SLOTS: tl.constexpr, CHUNK: tl.constexpr):
+        """The bins of ``CHUNK`` elements of one row (program ``(row, chunk)``), added to the row's ``SLOTS``
+        counts (slot ``BINS``: the elements left out)."""
+        row = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1).to(tl.int64) * CHUNK + tl.arange(0, CHUNK)
+        m = c < cols
+        a = tl.abs(tl.load(x_ptr + row * cols + c, mask=m, other=0))
+        valid = m & (a != 0) & (a < float("inf"))  # NaN fails `a < inf`
+        lo = tl.load(lo_ptr + row)
+        width = tl.load(width_ptr + row)
+        logs = _log2(tl.where(valid, a, 1.0).to(tl.float64), consts_ptr)
+        q = tl.floor((logs - lo) / tl.where(width > 0, width, 1.0))
+        b = tl.where(width > 0, tl.minimum(tl.maximum(q, 0.0), BINS - 1.0), 0.0).to(tl.int32)
+        b = tl.where(valid, b, BINS)
+        tl.atomic_add(counts_ptr + row * SLOTS + tl.arange(0, SLOTS), tl.histogram(b, SLOTS))
+
+
 class TritonBackend(TorchBackend):
     """The torch backend with its float32 lookups and fused block kernels done by Triton kernels (see the module
     docstring)."""
@@ -156,6 +205,7 @@ class TritonBackend(TorchBackend):
     def __init__(self) -> None:
         super().__init__()
         self._params: dict[tuple[BlockRule, str], torch.Tensor] = {}  # the block rules' float64 constants
+        self._constants: dict[str, torch.Tensor] = {}  # log2's, per device
 
     def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
         if flat.dtype != torch.float32:
@@ -217,6 +267,32 @@ class TritonBackend(TorchBackend):
         if form == lut.CUT:
             return (first_out, cut, first_out, first_out, first_out), searched
         return (first, first, entries, table, first), searched
+
+    def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
+        rows = rows.detach()
+        rows = (rows if rows.dtype in (torch.float32, torch.float64) else rows.float()).contiguous()
+        lo, width, empty = log2hist.torch_log2_hist_range(rows, bins)
+        slots = triton.next_power_of_2(bins + 1)
+        counts = torch.zeros(rows.shape[0], slots, dtype=torch.int32, device=rows.device)
+        if rows.numel():
+            grid = (rows.shape[0], triton.cdiv(rows.shape[1], HIST_CHUNK))
+            _log2_hist_kernel[grid](rows, lo, width, counts, self._log2_constants(rows.device), rows.shape[1],
+                                    BINS=bins, SLOTS=slots, CHUNK=HIST_CHUNK, enable_fp_fusion=False)
+        return log2hist.torch_log2_hist_pick(counts[:, :bins], lo, width, empty)
+
+    def log2(self, a: torch.Tensor) -> torch.Tensor:
+        """:func:`dtypelab.kernels.log2hist.log2` of every element of float64 ``a`` (finite, > 0), by Triton."""
+        a = a.contiguous()
+        out = torch.empty_like(a)
+        _log2_kernel[(triton.cdiv(a.numel(), BLOCK),)](a, out, self._log2_constants(a.device), a.numel(),
+                                                       BLOCK=BLOCK, enable_fp_fusion=False)
+        return out
+
+    def _log2_constants(self, device: torch.device) -> torch.Tensor:
+        key = str(device)
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(log2hist.LOG2_CONSTANTS, dtype=torch.float64, device=device)
+        return self._constants[key]
 
     def _rule_params(self, rule: BlockRule, device: torch.device) -> torch.Tensor:
         """The float64 constants of ``rule`` on ``device`` (kernel arguments would be float32): max, unit,
