@@ -112,21 +112,56 @@ class TorchBackend(Backend):
             source, name = engine.table.values, "float64"
         else:  # float32 values, cast once more for half-precision outputs (as the CPU kernels do)
             source, name = engine.table.float32_values, "float32"
-        out.view(-1).copy_(self._round(engine, flat, source, name))
-        return torch.isnan(flat).sum() if what == "code" else 0
+        target = out.view(-1)
+        result = self._round(engine, flat, source, name, target)
+        if result is not target:  # (half-precision outputs: the float32 values, cast)
+            target.copy_(result)
+        return torch.isnan(flat).count_nonzero() if what == "code" else 0  # (a sum would cast to int64)
 
-    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
-        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup."""
+    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup, written into
+        ``out`` where it is given with the result's dtype (else into a new tensor, returned).
+
+        Memory: one int32 buffer of ``flat``'s length, modified in place, and a bool flag or two; the steps that
+        need more (the cut form's comparison, the two-level form, float64 inputs) run in chunks of
+        ``LOOKUP_CHUNK`` elements."""
         dtype = np.dtype(np.float64 if flat.dtype == torch.float64 else np.float32)
         m = engine.lut(dtype)
         arrays, searched = self._device_arrays(engine, dtype, source, name, flat.device)
+        cut, table, first_out = arrays[1], arrays[7], arrays[8]
+        source_of = table if m.form == lut.TWO_LEVEL else first_out  # what the final indices select from
+        n = flat.numel()
+        if out is None or out.dtype != source_of.dtype:
+            out = torch.empty(n, dtype=source_of.dtype, device=flat.device)
         bits = flat.view(torch.int64 if flat.dtype == torch.float64 else torch.int32)
-        result = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits, *arrays)
-        if m.form == lut.TWO_LEVEL:  # interval indices: sub-buckets that still straddle a threshold are searched
-            if searched:
-                result = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
-            result = arrays[7][result]
-        return result
+        if flat.dtype == torch.float64 or m.form == lut.TWO_LEVEL:
+            for c in range(0, n, LOOKUP_CHUNK):
+                part = slice(c, min(n, c + LOOKUP_CHUNK))
+                idx = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits[part], *arrays)
+                if m.form == lut.TWO_LEVEL and searched:  # sub-buckets that still straddle a threshold
+                    idx = torch.where(idx < 0, _intervals(engine.table, flat[part].to(torch.float64)), idx)
+                torch.index_select(source_of, 0, idx, out=out[part])
+            return out
+        # float32, direct or cut: the index 2 key + rest (+ past the cut) built in one int32 buffer
+        idx = torch.bitwise_and(bits, (1 << m.low_bits) - 1)  # the low bits
+        rest = idx != 0
+        torch.bitwise_right_shift(bits, m.low_bits, out=idx)
+        idx.bitwise_and_((1 << (32 - m.low_bits)) - 1)  # the key
+        if m.form == lut.CUT:
+            past = torch.empty(n, dtype=torch.bool, device=flat.device)
+            for c in range(0, n, LOOKUP_CHUNK):
+                part = slice(c, min(n, c + LOOKUP_CHUNK))
+                torch.ge(bits[part] & ((1 << m.low_bits) - 1), cut.index_select(0, idx[part]), out=past[part])
+            idx.mul_(3)
+        else:
+            idx.mul_(2)
+        for c in range(0, n, LOOKUP_CHUNK):  # (adding a bool casts it to int32 first, in a copy, on the CPU)
+            part = slice(c, min(n, c + LOOKUP_CHUNK))
+            idx[part].add_(rest[part])
+            if m.form == lut.CUT:
+                idx[part].add_(past[part])
+        return torch.index_select(first_out, 0, idx, out=out)
 
     def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
               given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -175,7 +210,7 @@ class TorchBackend(Backend):
         j = torch.where(away, j + 2 * up - 1, j)
         source = engine.results.codes if what == "code" else engine.results.values
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
-        return torch.isnan(x64).sum() if what == "code" else 0
+        return torch.isnan(x64).count_nonzero() if what == "code" else 0
 
     def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> torch.Tensor:
         codes = posit_closed.torch_encode(x.reshape(-1), engine.bits, engine.es)
@@ -183,26 +218,27 @@ class TorchBackend(Backend):
         if out.dtype in (torch.float16, torch.bfloat16):  # through float32, as the CPU kernels round
             result = result.float()
         out.view(-1).copy_(result)
-        return torch.isnan(x).sum()
+        return torch.isnan(x).count_nonzero()
 
 
 def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first: torch.Tensor, cut: torch.Tensor,
             entries: torch.Tensor, fb_first: torch.Tensor, fb_span: torch.Tensor, thresholds: torch.Tensor,
             tie: torch.Tensor, table: torch.Tensor, first_out: torch.Tensor) -> torch.Tensor:
-    """:func:`dtypelab.kernels.lut.lookup` on a tensor of bit patterns: the results (direct and cut forms), or
-    for the two-level form the interval indices, negative where a sub-bucket still straddles a threshold."""
+    """:func:`dtypelab.kernels.lut.lookup` on a tensor of bit patterns: the indices into ``first_out`` (direct and
+    cut forms), or for the two-level form the interval indices, negative where a sub-bucket still straddles a
+    threshold."""
     key = ((bits >> low_bits) & ((1 << (total_bits - low_bits)) - 1)).long()
     low = (bits & ((1 << low_bits) - 1)).long()
     rest = (low != 0).long()
     if form == lut.DIRECT:
-        return first_out[2 * key + rest]
+        return 2 * key + rest
     if form == lut.CUT:
-        return first_out[3 * key + rest + (low >= cut.long()[key]).long()]
-    j = first.long()[2 * key + rest]
+        return 3 * key + rest + (low >= cut[key]).long()
+    j = first[2 * key + rest].long()
     h = torch.where(j < 0, -1 - j, 0)
     shift = h & 63
     sub = (h >> 6) + 2 * (low >> shift) + ((low & ((1 << shift) - 1)) != 0).long()
-    return torch.where(j < 0, entries.long()[torch.where(j < 0, sub, 0)], j)
+    return torch.where(j < 0, entries[torch.where(j < 0, sub, 0)].long(), j)
 
 
 def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
@@ -218,6 +254,8 @@ def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
     idx = torch.where(x64 == float("inf"), t.pinf_index, idx)
     return torch.where(x64 == float("-inf"), t.ninf_index, idx)
 
+
+LOOKUP_CHUNK = 1 << 18  # elements per step of the torch lookup's chunked parts
 
 _MODULES = {"cpu": "dtypelab.kernels.cpu", "cuda": "dtypelab.kernels.gpu"}  # device type -> module defining
 # BACKEND, imported on the first tensor of that device type

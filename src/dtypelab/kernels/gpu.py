@@ -207,22 +207,26 @@ class TritonBackend(TorchBackend):
         self._params: dict[tuple[BlockRule, str], torch.Tensor] = {}  # the block rules' float64 constants
         self._constants: dict[str, torch.Tensor] = {}  # log2's, per device
 
-    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
+    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
+               out: torch.Tensor | None = None) -> torch.Tensor:
         if flat.dtype != torch.float32:
-            return super()._round(engine, flat, source, name)
+            return super()._round(engine, flat, source, name, out)
         m = engine.lut(np.float32)
         (first, cut, entries, table, first_out), searched = self._arrays(engine, source, name, flat.device)
         flat = flat.contiguous()
         n = flat.numel()
-        if m.form == lut.TWO_LEVEL:
-            out = torch.empty(n, dtype=torch.int64 if searched else table.dtype, device=flat.device)
+        dtype = torch.int64 if searched else (table if m.form == lut.TWO_LEVEL else first_out).dtype
+        if searched or out is None or out.dtype != dtype:
+            result = torch.empty(n, dtype=dtype, device=flat.device)
         else:
-            out = torch.empty(n, dtype=first_out.dtype, device=flat.device)
-        _lookup_kernel[(triton.cdiv(n, BLOCK),)](flat, out, first, cut, entries, table, first_out, n, FORM=m.form,
-                                                LOW_BITS=m.low_bits, WRITE_INDEX=searched, BLOCK=BLOCK)
+            result = out
+        _lookup_kernel[(triton.cdiv(n, BLOCK),)](flat, result, first, cut, entries, table, first_out, n,
+                                                FORM=m.form, LOW_BITS=m.low_bits, WRITE_INDEX=searched, BLOCK=BLOCK)
         if searched:  # some sub-buckets straddle a threshold (negative indices): the reference's search settles them
-            out = table[torch.where(out < 0, _intervals(engine.table, flat.to(torch.float64)), out)]
-        return out
+            idx = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
+            result = torch.index_select(table, 0, idx, out=out if out is not None and out.dtype == table.dtype
+                                        else None)
+        return result
 
     def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
               given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
