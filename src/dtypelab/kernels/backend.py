@@ -119,12 +119,13 @@ class TorchBackend(Backend):
         return torch.isnan(flat).count_nonzero() if what == "code" else 0  # (a sum would cast to int64)
 
     def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+               out: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
         """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup, written into
-        ``out`` where it is given with the result's dtype (else into a new tensor, returned).
+        ``out`` where it is given with the result's dtype (else into a new tensor, returned). ``out`` may be
+        ``flat``; with ``scratch`` (``out`` then is not ``flat``) the lookup may overwrite ``flat``.
 
-        Memory: one int32 buffer of ``flat``'s length, modified in place, and a bool flag or two; the steps that
-        need more (the cut form's comparison, the two-level form, float64 inputs) run in chunks of
+        Memory: one int32 buffer of ``flat``'s length (none with ``scratch``), modified in place, and a bool flag
+        or two; the steps that need more (the flags, the two-level form, float64 inputs) run in chunks of
         ``LOOKUP_CHUNK`` elements."""
         dtype = np.dtype(np.float64 if flat.dtype == torch.float64 else np.float32)
         m = engine.lut(dtype)
@@ -143,23 +144,25 @@ class TorchBackend(Backend):
                     idx = torch.where(idx < 0, _intervals(engine.table, flat[part].to(torch.float64)), idx)
                 torch.index_select(source_of, 0, idx, out=out[part])
             return out
-        # float32, direct or cut: the index 2 key + rest (+ past the cut) built in one int32 buffer
-        idx = torch.bitwise_and(bits, (1 << m.low_bits) - 1)  # the low bits
-        rest = idx != 0
+        # float32, direct or cut: the flags per chunk, then the index 2 key + rest (3 key + rest + past) in one
+        # int32 buffer (``flat``'s own where it is scratch), modified in place
+        low_mask = (1 << m.low_bits) - 1
+        rest = torch.empty(n, dtype=torch.bool, device=flat.device)
+        past = torch.empty(n, dtype=torch.bool, device=flat.device) if m.form == lut.CUT else None
+        for c in range(0, n, LOOKUP_CHUNK):
+            part = slice(c, min(n, c + LOOKUP_CHUNK))
+            low = bits[part] & low_mask
+            torch.ne(low, 0, out=rest[part])
+            if past is not None:  # past the bucket's cut
+                key = (bits[part] >> m.low_bits) & ((1 << (32 - m.low_bits)) - 1)
+                torch.ge(low, cut.index_select(0, key), out=past[part])
+        idx = bits if scratch else torch.empty_like(bits)
         torch.bitwise_right_shift(bits, m.low_bits, out=idx)
-        idx.bitwise_and_((1 << (32 - m.low_bits)) - 1)  # the key
-        if m.form == lut.CUT:
-            past = torch.empty(n, dtype=torch.bool, device=flat.device)
-            for c in range(0, n, LOOKUP_CHUNK):
-                part = slice(c, min(n, c + LOOKUP_CHUNK))
-                torch.ge(bits[part] & ((1 << m.low_bits) - 1), cut.index_select(0, idx[part]), out=past[part])
-            idx.mul_(3)
-        else:
-            idx.mul_(2)
+        idx.bitwise_and_((1 << (32 - m.low_bits)) - 1).mul_(2 if past is None else 3)
         for c in range(0, n, LOOKUP_CHUNK):  # (adding a bool casts it to int32 first, in a copy, on the CPU)
             part = slice(c, min(n, c + LOOKUP_CHUNK))
             idx[part].add_(rest[part])
-            if m.form == lut.CUT:
+            if past is not None:
                 idx[part].add_(past[part])
         return torch.index_select(first_out, 0, idx, out=out)
 
@@ -169,17 +172,25 @@ class TorchBackend(Backend):
             return None
         flat = x.detach().contiguous().view(-1)
         scales, nan = blockwise.torch_block_scales(flat, size, rule, given)
-        each = scales.repeat_interleave(size)[: flat.numel()]
-        v = flat / each
+        if scales.dtype != torch.float32:  # (as the generic path would divide: in the wider dtype)
+            each = scales.repeat_interleave(size)[: flat.numel()]
+            v = flat / each
+        else:  # x / s per block, broadcast: no per-element copy of the scales
+            v = torch.empty_like(flat)
+            _per_block(torch.div, flat, scales, size, v)
         if rule.clip:
-            v = v.clamp(-np.float32(rule.qmax), np.float32(rule.qmax))
+            v.clamp_(-np.float32(rule.qmax), np.float32(rule.qmax))
         if rule.zero_point != 0:
-            v = v + np.float32(rule.zero_point)
+            v.add_(np.float32(rule.zero_point))
         if want_codes:
-            out = self._round(engine, v, engine.codes, "code")
+            out = self._round(engine, v, engine.codes, "code", scratch=True)
         else:  # values less the zero point, as the CPU kernel subtracts it in float32, then times the scale
             zp = np.float32(rule.zero_point)
-            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}").mul_(each)
+            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}", v)
+            if scales.dtype != torch.float32:
+                out = out.mul_(each)
+            else:
+                _per_block(torch.mul, out, scales, size, out)
         return out, scales, nan.sum()
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
@@ -239,6 +250,15 @@ def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first
     shift = h & 63
     sub = (h >> 6) + 2 * (low >> shift) + ((low & ((1 << shift) - 1)) != 0).long()
     return torch.where(j < 0, entries[torch.where(j < 0, sub, 0)].long(), j)
+
+
+def _per_block(op, a: torch.Tensor, scales: torch.Tensor, size: int, out: torch.Tensor) -> None:
+    """``out = op(a, s)`` with ``s`` the scale of each element's block of ``size`` (flat ``a``, the last block may
+    be short), broadcast over the blocks; ``out`` may be ``a``."""
+    full = a.numel() // size * size
+    op(a[:full].view(-1, size), scales[: full // size, None], out=out[:full].view(-1, size))
+    if full < a.numel():
+        op(a[full:], scales[-1], out=out[full:])
 
 
 def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:

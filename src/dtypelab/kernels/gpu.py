@@ -208,9 +208,9 @@ class TritonBackend(TorchBackend):
         self._constants: dict[str, torch.Tensor] = {}  # log2's, per device
 
     def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+               out: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
         if flat.dtype != torch.float32:
-            return super()._round(engine, flat, source, name, out)
+            return super()._round(engine, flat, source, name, out, scratch)
         m = engine.lut(np.float32)
         (first, cut, entries, table, first_out), searched = self._arrays(engine, source, name, flat.device)
         flat = flat.contiguous()
