@@ -1,11 +1,12 @@
-"""The CUDA backend: Triton kernels for the element lookups and the fused block kernels, the torch reference for
-the rest.
+"""The CUDA backend: Triton kernels for the element lookups, the fused block kernels and log2-hist's bins, the torch
+reference for the rest.
 
 Loaded by :func:`dtypelab.kernels.backend.backend_for` on the first CUDA tensor only, so a CPU-only machine never
 imports Triton (an optional extra: ``pip install 'dtypelab[triton]'``). Without Triton, CUDA tensors take the
 torch reference (:class:`~dtypelab.kernels.backend.TorchBackend`), which gives the same bits.
 
-:class:`TritonBackend` is the torch backend with two kinds of Triton kernel, reading the same device tables:
+:class:`TritonBackend` is the torch backend with three kinds of Triton kernel (the first two read the same device
+tables):
 
 * the element lookup (``_round``: float32 inputs through the direct, cut or two-level form of
   :mod:`dtypelab.kernels.lut`), one kernel compiled per form: quantize and encode, and whatever else the torch
@@ -16,9 +17,13 @@ torch reference (:class:`~dtypelab.kernels.backend.TorchBackend`), which gives t
   (``none``, ``absmax`` in float64, the MX variants' exponents in integers from the absmax's float64 bits,
   ``given``), divides with ``tl.math.div_rn`` (``/`` is approximate on CUDA), clips keeping NaN, adds the zero
   point, looks every element up and writes codes or values times the scale, the scales, and per program the count
-  of blocks holding a NaN (summed on the device: no host synchronisation).
+  of blocks holding a NaN (summed on the device: no host synchronisation);
+* log2-hist's bins (``log2_hist_centres``): one program per (row, chunk of ``HIST_CHUNK``) takes the shared log2
+  of :mod:`dtypelab.kernels.log2hist` (launched with ``enable_fp_fusion=False``, so that no multiply-add is fused
+  and the bits are numba's and torch's), bins the elements and adds its histogram to the row's counts; each row's
+  range before it and the fullest bin after it are the torch reference's (small tensor ops).
 
-The torch reference's: closed-form posits, log2-hist, stochastic rounding, float64 inputs, and blocks that the
+The torch reference's: closed-form posits, stochastic rounding, float64 inputs, and blocks that the
 block kernel does not take (larger than ``MAX_BLOCK``, or a two-level form with sub-buckets that straddle a
 threshold). Such sub-buckets (irrational LP thresholds) come back from the lookup kernel as negative indices and
 are settled by the reference's search, as on the torch path.
