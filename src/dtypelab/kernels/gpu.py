@@ -214,7 +214,7 @@ class TritonBackend(TorchBackend):
 
     def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
                out: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
-        if flat.dtype != torch.float32:
+        if flat.dtype != torch.float32 or flat.numel() == 0:
             return super()._round(engine, flat, source, name, out, scratch)
         m = engine.lut(np.float32)
         (first, cut, entries, table, first_out), searched = self._arrays(engine, source, name, flat.device)
@@ -244,7 +244,7 @@ class TritonBackend(TorchBackend):
             zp = np.float32(rule.zero_point)
             source, name = engine.table.float32_values - zp, f"float32 - {zp}"
         (first, cut, entries, table, first_out), searched = self._arrays(engine, source, name, x.device)
-        if size > MAX_BLOCK or searched:  # (a search per element has no place in a block kernel)
+        if size > MAX_BLOCK or searched or x.numel() == 0:  # (a search per element has no place in a block kernel)
             return super().block(engine, x, size, rule, want_codes, given)
         flat = x.detach().contiguous().view(-1)
         n = flat.numel()
@@ -284,9 +284,12 @@ class TritonBackend(TorchBackend):
         slots = triton.next_power_of_2(bins + 1)
         counts = torch.zeros(rows.shape[0], slots, dtype=torch.int32, device=rows.device)
         if rows.numel():
-            grid = (rows.shape[0], triton.cdiv(rows.shape[1], HIST_CHUNK))
+            chunk = HIST_CHUNK
+            while triton.cdiv(rows.shape[1], chunk) > 65535:  # (CUDA's limit on the grid's second dimension)
+                chunk *= 2
+            grid = (rows.shape[0], triton.cdiv(rows.shape[1], chunk))
             _log2_hist_kernel[grid](rows, lo, width, counts, self._log2_constants(rows.device), rows.shape[1],
-                                    BINS=bins, SLOTS=slots, CHUNK=HIST_CHUNK, enable_fp_fusion=False)
+                                    BINS=bins, SLOTS=slots, CHUNK=chunk, enable_fp_fusion=False)
         return log2hist.torch_log2_hist_pick(counts[:, :bins], lo, width, empty)
 
     def log2(self, a: torch.Tensor) -> torch.Tensor:
