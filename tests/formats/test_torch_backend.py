@@ -1,15 +1,17 @@
 """The torch backend (every non-CPU device's path), forced on CPU tensors, against the numba kernels: closed-form
-posits of 17-32 bits, the fused block kernels of every block rule, PositTune's log2-hist rule, and the public API
-end to end with the torch backend serving the CPU."""
+posits of 17-32 bits, the fused block kernels of every block rule, PositTune's log2-hist rule and its log2, and the
+public API end to end with the torch backend serving the CPU."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
 import dtypelab as dl
-from dtypelab.kernels import backend, posit_closed
+from dtypelab.kernels import backend, log2hist, posit_closed
 from dtypelab.kernels.backend import REFERENCE
 from dtypelab.kernels.cpu import BACKEND
 from dtypelab.kernels.log2hist import log2_hist_centres
@@ -92,10 +94,9 @@ def test_torch_block_kernels_equal_numba(spec: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_torch_log2_hist_rule_agrees_with_numba(dtype: type) -> None:
-    """Same rows, same fullest bins: the centres agree to float64 rounding. Not bit for bit: torch's float64
-    log2 is not the C library's (they differ in the last bit for about one input in a thousand), so a centre
-    ``lo + (k + 0.5) w`` can differ by an ulp of ``lo``; a different bin would move it by a bin width."""
+def test_torch_log2_hist_rule_equals_numba(dtype: type) -> None:
+    """Same rows, same centres, bit for bit: both take log2 from the shared definition
+    (:func:`dtypelab.kernels.log2hist.log2`, :func:`~dtypelab.kernels.log2hist.torch_log2`)."""
     rng = np.random.default_rng(4)
     rows = (rng.standard_normal((65, 4096)) * np.exp(3 * rng.standard_normal((65, 4096)))).astype(dtype)
     rows[0, :3] = [0.0, np.nan, np.inf]
@@ -106,8 +107,23 @@ def test_torch_log2_hist_rule_agrees_with_numba(dtype: type) -> None:
         want = log2_hist_centres(x, 64)
         got = REFERENCE.log2_hist_centres(torch.from_numpy(x), 64)
         assert got.dtype == torch.float64
-        np.testing.assert_array_equal(np.isnan(got.numpy()), np.isnan(want))
-        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=8 * np.spacing(np.abs(want[~np.isnan(want)]).max()))
+        np.testing.assert_array_equal(got.numpy().view(np.int64), want.view(np.int64))
+
+
+def test_the_shared_log2_is_within_three_ulps_of_the_c_library_and_exact_on_powers_of_two() -> None:
+    """The one log2 of every backend (:mod:`dtypelab.kernels.log2hist`) against ``math.log2``, and torch's
+    evaluation of it against numba's, bit for bit."""
+    rng = np.random.default_rng(8)
+    a = np.concatenate([rng.integers(1, 0x7FF0000000000000, 100_000, dtype=np.int64).view(np.float64),
+                        np.exp(rng.uniform(-5, 5, 100_000)), 1 + rng.uniform(-1e-6, 1e-6, 1000)])
+    got = np.array([log2hist.log2(float(v)) for v in a])
+    want = np.array([math.log2(float(v)) for v in a])
+    close = np.abs(got - want) <= 3 * np.spacing(np.abs(want))
+    assert close.all(), a[~close][:5]
+    np.testing.assert_array_equal(log2hist.torch_log2(torch.from_numpy(a)).numpy().view(np.int64),
+                                  got.view(np.int64))
+    powers = np.arange(-1074, 1024)
+    assert [log2hist.log2(2.0 ** int(k)) for k in powers] == powers.astype(float).tolist()
 
 
 @pytest.fixture

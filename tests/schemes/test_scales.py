@@ -56,15 +56,18 @@ def test_log2_hist_matches_torch_histc_definition():
 
 
 def _log2_hist_definition(row: np.ndarray) -> float:
-    """The rule spelled out in Python (math.log2, like the kernel), NaN for a row with nothing to count."""
+    """The rule spelled out in Python (with the kernels' log2, tested on its own against math.log2 in
+    tests/formats/test_torch_backend.py), NaN for a row with nothing to count."""
+    from dtypelab.kernels.log2hist import log2
+
     a = [abs(float(v)) for v in row if v != 0 and math.isfinite(v)]
     if not a:
         return math.nan
-    lo, hi = math.log2(min(a)), math.log2(max(a))
+    lo, hi = log2(min(a)), log2(max(a))
     width = (hi - lo) / 100
     counts = [0] * 100
     for v in a:
-        counts[min(max(int(math.floor((math.log2(v) - lo) / width)) if width > 0 else 0, 0), 99)] += 1
+        counts[min(max(int(math.floor((log2(v) - lo) / width)) if width > 0 else 0, 0), 99)] += 1
     return lo + (counts.index(max(counts)) + 0.5) * width
 
 

@@ -112,21 +112,59 @@ class TorchBackend(Backend):
             source, name = engine.table.values, "float64"
         else:  # float32 values, cast once more for half-precision outputs (as the CPU kernels do)
             source, name = engine.table.float32_values, "float32"
-        out.view(-1).copy_(self._round(engine, flat, source, name))
-        return torch.isnan(flat).sum() if what == "code" else 0
+        target = out.view(-1)
+        result = self._round(engine, flat, source, name, target)
+        if result is not target:  # (half-precision outputs: the float32 values, cast)
+            target.copy_(result)
+        return torch.isnan(flat).count_nonzero() if what == "code" else 0  # (a sum would cast to int64)
 
-    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str) -> torch.Tensor:
-        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup."""
+    def _round(self, engine: TableEngineLike, flat: torch.Tensor, source: np.ndarray, name: str,
+               out: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
+        """``source[interval(flat)]`` for flat float32 or float64 ``flat``, by the engine's lookup, written into
+        ``out`` where it is given with the result's dtype (else into a new tensor, returned). ``out`` may be
+        ``flat``; with ``scratch`` (``out`` then is not ``flat``) the lookup may overwrite ``flat``.
+
+        Memory: one int32 buffer of ``flat``'s length (none with ``scratch``), modified in place, and a bool flag
+        or two; the steps that need more (the flags, the two-level form, float64 inputs) run in chunks of
+        ``LOOKUP_CHUNK`` elements."""
         dtype = np.dtype(np.float64 if flat.dtype == torch.float64 else np.float32)
         m = engine.lut(dtype)
         arrays, searched = self._device_arrays(engine, dtype, source, name, flat.device)
+        cut, table, first_out = arrays[1], arrays[7], arrays[8]
+        source_of = table if m.form == lut.TWO_LEVEL else first_out  # what the final indices select from
+        n = flat.numel()
+        if out is None or out.dtype != source_of.dtype:
+            out = torch.empty(n, dtype=source_of.dtype, device=flat.device)
         bits = flat.view(torch.int64 if flat.dtype == torch.float64 else torch.int32)
-        result = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits, *arrays)
-        if m.form == lut.TWO_LEVEL:  # interval indices: sub-buckets that still straddle a threshold are searched
-            if searched:
-                result = torch.where(result < 0, _intervals(engine.table, flat.to(torch.float64)), result)
-            result = arrays[7][result]
-        return result
+        if flat.dtype == torch.float64 or m.form == lut.TWO_LEVEL:
+            for c in range(0, n, LOOKUP_CHUNK):
+                part = slice(c, min(n, c + LOOKUP_CHUNK))
+                idx = _lookup(m.form, m.low_bits, 8 * dtype.itemsize, bits[part], *arrays)
+                if m.form == lut.TWO_LEVEL and searched:  # sub-buckets that still straddle a threshold
+                    idx = torch.where(idx < 0, _intervals(engine.table, flat[part].to(torch.float64)), idx)
+                torch.index_select(source_of, 0, idx, out=out[part])
+            return out
+        # float32, direct or cut: the flags per chunk, then the index 2 key + rest (3 key + rest + past) in one
+        # int32 buffer (``flat``'s own where it is scratch), modified in place
+        low_mask = (1 << m.low_bits) - 1
+        rest = torch.empty(n, dtype=torch.bool, device=flat.device)
+        past = torch.empty(n, dtype=torch.bool, device=flat.device) if m.form == lut.CUT else None
+        for c in range(0, n, LOOKUP_CHUNK):
+            part = slice(c, min(n, c + LOOKUP_CHUNK))
+            low = bits[part] & low_mask
+            torch.ne(low, 0, out=rest[part])
+            if past is not None:  # past the bucket's cut
+                key = (bits[part] >> m.low_bits) & ((1 << (32 - m.low_bits)) - 1)
+                torch.ge(low, cut.index_select(0, key), out=past[part])
+        idx = bits if scratch else torch.empty_like(bits)
+        torch.bitwise_right_shift(bits, m.low_bits, out=idx)
+        idx.bitwise_and_((1 << (32 - m.low_bits)) - 1).mul_(2 if past is None else 3)
+        for c in range(0, n, LOOKUP_CHUNK):  # (adding a bool casts it to int32 first, in a copy, on the CPU)
+            part = slice(c, min(n, c + LOOKUP_CHUNK))
+            idx[part].add_(rest[part])
+            if past is not None:
+                idx[part].add_(past[part])
+        return torch.index_select(first_out, 0, idx, out=out)
 
     def block(self, engine: TableEngineLike, x: torch.Tensor, size: int, rule: BlockRule, want_codes: bool,
               given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -134,17 +172,25 @@ class TorchBackend(Backend):
             return None
         flat = x.detach().contiguous().view(-1)
         scales, nan = blockwise.torch_block_scales(flat, size, rule, given)
-        each = scales.repeat_interleave(size)[: flat.numel()]
-        v = flat / each
+        if scales.dtype != torch.float32:  # (as the generic path would divide: in the wider dtype)
+            each = scales.repeat_interleave(size)[: flat.numel()]
+            v = flat / each
+        else:  # x / s per block, broadcast: no per-element copy of the scales
+            v = torch.empty_like(flat)
+            _per_block(torch.div, flat, scales, size, v)
         if rule.clip:
-            v = v.clamp(-np.float32(rule.qmax), np.float32(rule.qmax))
+            v.clamp_(-np.float32(rule.qmax), np.float32(rule.qmax))
         if rule.zero_point != 0:
-            v = v + np.float32(rule.zero_point)
+            v.add_(np.float32(rule.zero_point))
         if want_codes:
-            out = self._round(engine, v, engine.codes, "code")
+            out = self._round(engine, v, engine.codes, "code", scratch=True)
         else:  # values less the zero point, as the CPU kernel subtracts it in float32, then times the scale
             zp = np.float32(rule.zero_point)
-            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}").mul_(each)
+            out = self._round(engine, v, engine.table.float32_values - zp, f"float32 - {zp}", v)
+            if scales.dtype != torch.float32:
+                out = out.mul_(each)
+            else:
+                _per_block(torch.mul, out, scales, size, out)
         return out, scales, nan.sum()
 
     def log2_hist_centres(self, rows: torch.Tensor, bins: int) -> torch.Tensor:
@@ -175,7 +221,7 @@ class TorchBackend(Backend):
         j = torch.where(away, j + 2 * up - 1, j)
         source = engine.results.codes if what == "code" else engine.results.values
         out.copy_(torch.as_tensor(source, device=x.device)[j].reshape(out.shape))
-        return torch.isnan(x64).sum() if what == "code" else 0
+        return torch.isnan(x64).count_nonzero() if what == "code" else 0
 
     def posit(self, engine: PositEngineLike, x: torch.Tensor, out: torch.Tensor, what: str) -> torch.Tensor:
         codes = posit_closed.torch_encode(x.reshape(-1), engine.bits, engine.es)
@@ -183,26 +229,36 @@ class TorchBackend(Backend):
         if out.dtype in (torch.float16, torch.bfloat16):  # through float32, as the CPU kernels round
             result = result.float()
         out.view(-1).copy_(result)
-        return torch.isnan(x).sum()
+        return torch.isnan(x).count_nonzero()
 
 
 def _lookup(form: int, low_bits: int, total_bits: int, bits: torch.Tensor, first: torch.Tensor, cut: torch.Tensor,
             entries: torch.Tensor, fb_first: torch.Tensor, fb_span: torch.Tensor, thresholds: torch.Tensor,
             tie: torch.Tensor, table: torch.Tensor, first_out: torch.Tensor) -> torch.Tensor:
-    """:func:`dtypelab.kernels.lut.lookup` on a tensor of bit patterns: the results (direct and cut forms), or
-    for the two-level form the interval indices, negative where a sub-bucket still straddles a threshold."""
+    """:func:`dtypelab.kernels.lut.lookup` on a tensor of bit patterns: the indices into ``first_out`` (direct and
+    cut forms), or for the two-level form the interval indices, negative where a sub-bucket still straddles a
+    threshold."""
     key = ((bits >> low_bits) & ((1 << (total_bits - low_bits)) - 1)).long()
     low = (bits & ((1 << low_bits) - 1)).long()
     rest = (low != 0).long()
     if form == lut.DIRECT:
-        return first_out[2 * key + rest]
+        return 2 * key + rest
     if form == lut.CUT:
-        return first_out[3 * key + rest + (low >= cut.long()[key]).long()]
-    j = first.long()[2 * key + rest]
+        return 3 * key + rest + (low >= cut[key]).long()
+    j = first[2 * key + rest].long()
     h = torch.where(j < 0, -1 - j, 0)
     shift = h & 63
     sub = (h >> 6) + 2 * (low >> shift) + ((low & ((1 << shift) - 1)) != 0).long()
-    return torch.where(j < 0, entries.long()[torch.where(j < 0, sub, 0)], j)
+    return torch.where(j < 0, entries[torch.where(j < 0, sub, 0)].long(), j)
+
+
+def _per_block(op, a: torch.Tensor, scales: torch.Tensor, size: int, out: torch.Tensor) -> None:
+    """``out = op(a, s)`` with ``s`` the scale of each element's block of ``size`` (flat ``a``, the last block may
+    be short), broadcast over the blocks; ``out`` may be ``a``."""
+    full = a.numel() // size * size
+    op(a[:full].view(-1, size), scales[: full // size, None], out=out[:full].view(-1, size))
+    if full < a.numel():
+        op(a[full:], scales[-1], out=out[full:])
 
 
 def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
@@ -218,6 +274,8 @@ def _intervals(t: RoundingTable, x64: torch.Tensor) -> torch.Tensor:
     idx = torch.where(x64 == float("inf"), t.pinf_index, idx)
     return torch.where(x64 == float("-inf"), t.ninf_index, idx)
 
+
+LOOKUP_CHUNK = 1 << 18  # elements per step of the torch lookup's chunked parts
 
 _MODULES = {"cpu": "dtypelab.kernels.cpu", "cuda": "dtypelab.kernels.gpu"}  # device type -> module defining
 # BACKEND, imported on the first tensor of that device type

@@ -201,11 +201,16 @@ def torch_block_scales(flat: torch.Tensor, size: int, rule: BlockRule, given: to
         >>> s.tolist(), nan.tolist()
         ([2.0, 1.0], [False, True])
     """
-    pad = -flat.numel() % size
-    bits = torch.nn.functional.pad(flat.view(torch.int32) & 0x7FFFFFFF, (0, pad)).view(-1, size)
-    top = bits.amax(dim=1)
+    bits = flat.view(torch.int32) & 0x7FFFFFFF  # (one copy of the input: the rest is done in place, or per block)
+    full = flat.numel() // size * size
+
+    def per_block(a: torch.Tensor) -> torch.Tensor:  # the max of each block, the short last one included
+        top = a[:full].view(-1, size).amax(dim=1)
+        return top if full == a.numel() else torch.cat([top, a[full:].amax().view(1)])
+
+    top = per_block(bits)
     nan, nonfinite = top > int(_INF), top >= int(_INF)
-    amax = torch.where(bits < int(_INF), bits, 0).amax(dim=1).view(torch.float32)
+    amax = per_block(bits.masked_fill_(bits >= int(_INF), 0)).view(torch.float32)
     one = torch.ones_like(amax)
     if rule.name == "given":
         return given, nan
