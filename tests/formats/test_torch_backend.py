@@ -103,7 +103,7 @@ def test_torch_log2_hist_rule_equals_numba(dtype: type) -> None:
     rows[1] = 0  # no finite nonzero element: NaN
     with np.errstate(invalid="ignore"):  # signalling NaN patterns convert quietly
         patterns = rng.integers(0, 2**32, (8, 4096), dtype=np.uint64).astype(np.uint32).view(np.float32).astype(dtype)
-    for x in (rows, patterns):
+    for x in (rows, patterns, np.zeros((3, 0), dtype)):  # rows of no element: NaN
         want = log2_hist_centres(x, 64)
         got = REFERENCE.log2_hist_centres(torch.from_numpy(x), 64)
         assert got.dtype == torch.float64

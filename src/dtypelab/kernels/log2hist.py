@@ -158,6 +158,8 @@ def torch_log2_hist_range(rows: torch.Tensor, bins: int) -> tuple[torch.Tensor, 
     """Per row of ``rows`` (float32 or float64): ``lo`` and the bin width (float64; 0 and 0 for a row with nothing
     to count), and whether the row has nothing to count."""
     a = rows.detach().abs()
+    if a.shape[1] == 0:  # rows of no element: a zero each, left out like any zero (amin refuses an empty row)
+        a = a.new_zeros(a.shape[0], 1)
     valid = (a != 0) & (a < math.inf)  # NaN fails `a < inf`
     lo = torch.where(valid, a, math.inf).amin(dim=1).to(torch.float64)
     hi = torch.where(valid, a, 0).amax(dim=1).to(torch.float64)
