@@ -119,10 +119,16 @@ def test_unknown_type_error_lists_the_valid_types():
 
 
 def test_layer_kinds_registry_drives_resolution():
-    """Every registered kind is found by a type rule on a model holding one of it."""
+    """Every registered kind is found by a type rule on a model holding one of it (GPT-2's Conv1D registered
+    here, as the language-model workloads do, so that the registry is the same whatever ran before)."""
+    from transformers.pytorch_utils import Conv1D
+
+    from dtypelab.workloads.lm import register_conv1d
+
+    register_conv1d()
     makers = {"Linear": lambda: nn.Linear(2, 2), "Conv1d": lambda: nn.Conv1d(2, 2, 1),
               "Conv2d": lambda: nn.Conv2d(2, 2, 1), "Embedding": lambda: nn.Embedding(3, 2),
-              "MultiheadAttention": lambda: nn.MultiheadAttention(4, 1)}
+              "MultiheadAttention": lambda: nn.MultiheadAttention(4, 1), "Conv1D": lambda: Conv1D(2, 2)}
     assert set(makers) == set(LAYER_KINDS)
     for name, make in makers.items():
         plans = resolve(nn.ModuleDict({"x": make()}), {"layers": [{"match": name, "weights": "int8"}]})
