@@ -50,12 +50,13 @@ import torch
 
 from dtypelab.arith.exact import exact_matmul
 from dtypelab.arith.numbers import Rounder, rounder
-from dtypelab.kernels.accumulate import round_
+from dtypelab.kernels.accumulate import accumulate_
 
 ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
+CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB; larger blocks are slower)
 
 
 # ---- accumulators ----------------------------------------------------------------------------------------------
@@ -86,16 +87,23 @@ class FormatAcc:
                 s = r(next(parts))
                 for p in parts:
                     s = r(s + p)
-        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding (in place)
+        else:
             dt = torch.float32 if c.precision == "fp32" else torch.float64
             a_, b_ = a.to(dt), b.to(dt)
-            k = a.shape[-1]
+            k, n = a.shape[-1], b.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
-            s = torch.zeros(a.shape[0], a.shape[1], b.shape[-1], dtype=dt, device=a.device)
-            rnd = _in_place(r, s)
-            for i in range(0, k, chunk):
-                rnd(torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s))
-            s = s.to(torch.float64)
+            if r.grid is not None and a.device.type == "cpu":  # the chunk sums of a block of rows, then one pass
+                def block(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                    s = torch.zeros(x.shape[0], x.shape[1], n, dtype=torch.float64)
+                    return accumulate_(s, _chunk_parts(x, y, chunk), r.grid)
+
+                s = _by_rows(a_, b_, block, per_row=n * -(-k // chunk), budget=CHUNK_BUDGET)
+            else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
+                s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
+                for i in range(0, k, chunk):
+                    p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
+                    s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
+                s = s.to(torch.float64)
         return s if bias is None else r(s + bias)
 
 
@@ -394,23 +402,28 @@ def _products(a: torch.Tensor, b: torch.Tensor, product: Rounder) -> torch.Tenso
 
 
 def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-             per_row: int) -> torch.Tensor:
-    """``fn(a_rows, b)`` over blocks of rows of ``a`` sized to materialise at most :data:`BUDGET` elements."""
+             per_row: int, budget: int = BUDGET) -> torch.Tensor:
+    """``fn(a_rows, b)`` over blocks of rows of ``a`` sized to materialise at most ``budget`` elements."""
     bt, m = a.shape[0], a.shape[1]
-    rows = max(1, BUDGET // max(1, per_row * bt))
+    rows = max(1, budget // max(1, per_row * bt))
     if rows >= m:
         return fn(a, b)
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
 
 
-def _in_place(r: Rounder, s: torch.Tensor) -> Callable[[torch.Tensor], object]:
-    """``s`` rounded by ``r`` in place: a float32 cast for fp32, the fused grid kernel for float formats on the
-    CPU, nothing for fp32 on float32 (already rounded), ``r`` and a copy otherwise."""
-    if r.spec == "fp32":
-        return (lambda t: None) if s.dtype == torch.float32 else (lambda t: t.copy_(t.to(torch.float32)))
-    if r.grid is not None and s.device.type == "cpu" and s.dtype == torch.float64:
-        return lambda t: round_(t, r.grid)
-    return lambda t: t.copy_(r(t))
+def _chunk_parts(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The sum of each chunk of products, ``[n_chunks, Bt, M, N]``: one batched matmul of the whole chunks (and
+    one of a shorter last chunk)."""
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    whole = k // chunk
+    out = torch.empty(-(-k // chunk), bt, m, n, dtype=a.dtype, device=a.device)
+    a4 = a[..., :whole * chunk].reshape(bt, m, whole, chunk).permute(2, 0, 1, 3)
+    b4 = b[:, :whole * chunk].reshape(bt, whole, chunk, n).transpose(0, 1)
+    torch.bmm(a4.reshape(-1, m, chunk), b4.reshape(-1, chunk, n), out=out[:whole].view(-1, m, n))
+    if k % chunk:
+        torch.bmm(a[..., whole * chunk:], b[:, whole * chunk:], out=out[whole])
+    return out
 
 
 def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:
