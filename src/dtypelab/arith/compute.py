@@ -7,11 +7,12 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 * ``accumulator`` (one entry of :data:`ACCUMULATORS`):
 
   - a format and rounding (``fp32``, ``bf16``, ``fp16``, ``fp(5,10)/rz`` ...): the running sum is rounded to it
-    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the running sum and the ``C``
-    products of a chunk are added in float64 (one multiply-add per chunk; exact whenever they span fewer than 53
-    bits, as products of 8- and 16-bit formats on chunks of practical length do), then rounded once; ``chunk: 1``
-    rounds after every product (a sequential accumulator). ``precision: fp32`` does those chunk sums in float32
-    instead (about twice as fast; bits below float32's are lost before the accumulator's rounding).
+    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the ``C`` products of a chunk
+    are summed in float64 (a matmul), that sum is added to the running sum in float64 (both exact whenever the
+    running sum and the products span fewer than 53 bits, as products of 8- and 16-bit formats on chunks of
+    practical length do), and the result is rounded once; ``chunk: 1`` rounds after every product (a sequential
+    accumulator). ``precision: fp32`` does those sums and adds in float32 instead (faster; bits below float32's
+    are lost before the accumulator's rounding).
     ``order: pairwise`` adds the chunk sums in a binary tree, rounding at every node, instead of left to right;
   - ``quire``: exact accumulation, one rounding at the end (the posit standard's fused dot product);
   - ``align:k[/rz|/rne]``: the tensor-core model. The products of a ``group`` (default: the whole chunk) and
@@ -26,8 +27,10 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 
 * ``output``: the format the layer's result is rounded to (default: the layer's dtype, float32).
 
-No loop runs over K: chunk sums are batched matmuls, and materialised products (rounded products, align, fixed
-point off its grid) are computed one chunk (or group) at a time for all outputs at once.
+No loop runs over K in Python: the chunk sums of a block of rows are one batched matmul, added and rounded by one
+numba pass (IEEE-style grids on the CPU; elsewhere one multiply-add and one rounding per chunk), and
+materialised products (rounded products, align, fixed point off its grid) are computed one chunk (or group) at
+a time for all outputs at once.
 
 Example:
     >>> import torch
