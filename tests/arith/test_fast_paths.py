@@ -145,3 +145,17 @@ def test_fast_path_on_hard_operands(spec, scale, chunk, precision):
     got = c.matmul(a, b)
     _same(got, want.double())
     assert got.isnan().any() and got.isinf().any() and not torch.equal(got, (a @ b).nan_to_num())
+
+
+@pytest.mark.parametrize("budget", [1, 700, 5000])
+def test_blocks_do_not_change_the_result(monkeypatch, budget):
+    """Blocks of rows of one batch (small budgets) or of whole batches give the same bits as one block."""
+    from dtypelab.arith import compute
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 9, 70, generator=g, dtype=torch.float64)
+    b = torch.randn(4, 70, 6, generator=g, dtype=torch.float64)
+    c = Compute.parse({"accumulator": "bf16", "chunk": 16})
+    whole = c.matmul(a, b)
+    monkeypatch.setattr(compute, "CHUNK_BUDGET", budget)
+    assert torch.equal(c.matmul(a, b), whole)

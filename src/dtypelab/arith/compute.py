@@ -59,7 +59,7 @@ ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
-CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB; larger blocks are slower)
+CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB)
 
 
 # ---- accumulators ----------------------------------------------------------------------------------------------
@@ -95,12 +95,8 @@ class FormatAcc:
             a_, b_ = a.to(dt), b.to(dt)
             k, n = a.shape[-1], b.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
-            if r.grid is not None and a.device.type == "cpu":  # the chunk sums of a block of rows, then one pass
-                def block(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                    s = torch.zeros(x.shape[0], x.shape[1], n, dtype=torch.float64)
-                    return accumulate_(s, _chunk_parts(x, y, chunk), r.grid)
-
-                s = _by_rows(a_, b_, block, per_row=n * -(-k // chunk), budget=CHUNK_BUDGET)
+            if r.grid is not None and a.device.type == "cpu":
+                s = _fused(a_, b_, chunk, r)
             else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
                 s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
                 for i in range(0, k, chunk):
@@ -405,28 +401,45 @@ def _products(a: torch.Tensor, b: torch.Tensor, product: Rounder) -> torch.Tenso
 
 
 def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-             per_row: int, budget: int = BUDGET) -> torch.Tensor:
-    """``fn(a_rows, b)`` over blocks of rows of ``a`` sized to materialise at most ``budget`` elements."""
+             per_row: int) -> torch.Tensor:
+    """``fn(a_rows, b)`` over blocks of rows of ``a`` sized to materialise at most :data:`BUDGET` elements."""
     bt, m = a.shape[0], a.shape[1]
-    rows = max(1, budget // max(1, per_row * bt))
+    rows = max(1, BUDGET // max(1, per_row * bt))
     if rows >= m:
         return fn(a, b)
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
 
 
-def _chunk_parts(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The sum of each chunk of products, ``[n_chunks, Bt, M, N]``: one batched matmul of the whole chunks (and
-    one of a shorter last chunk)."""
+def _fused(a: torch.Tensor, b: torch.Tensor, chunk: int, r: Rounder) -> torch.Tensor:
+    """The format accumulator on the CPU, block by block (whole batches, or rows of one): every chunk sum of the
+    block in one buffer (one batched matmul), then one pass of ``accumulate_`` into the block's outputs."""
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    nc = -(-k // chunk)
+    rows = min(m, max(1, CHUNK_BUDGET // (nc * n)))
+    batches = max(1, CHUNK_BUDGET // (nc * m * n)) if rows == m else 1
+    s = torch.zeros(bt, m, n, dtype=torch.float64)
+    buf = torch.empty(nc * min(bt, batches) * rows * n, dtype=a.dtype)
+    for b0 in range(0, bt, batches):
+        for r0 in range(0, m, rows):
+            x, y = a[b0:b0 + batches, r0:r0 + rows], b[b0:b0 + batches]
+            parts = buf[:nc * x.shape[0] * x.shape[1] * n].view(nc, x.shape[0], x.shape[1], n)
+            _chunk_parts(x, y, chunk, parts)
+            accumulate_(s[b0:b0 + batches, r0:r0 + rows], parts, r.grid)  # contiguous: whole batches, or one
+    return s
+
+
+def _chunk_parts(a: torch.Tensor, b: torch.Tensor, chunk: int, out: torch.Tensor) -> None:
+    """``out`` ``[n_chunks, Bt, M, N]`` set to the sum of each chunk of products: one batched matmul of the whole
+    chunks (and one of a shorter last chunk)."""
     bt, m, k = a.shape
     n = b.shape[-1]
     whole = k // chunk
-    out = torch.empty(-(-k // chunk), bt, m, n, dtype=a.dtype, device=a.device)
     a4 = a[..., :whole * chunk].reshape(bt, m, whole, chunk).permute(2, 0, 1, 3)
     b4 = b[:, :whole * chunk].reshape(bt, whole, chunk, n).transpose(0, 1)
     torch.bmm(a4.reshape(-1, m, chunk), b4.reshape(-1, chunk, n), out=out[:whole].view(-1, m, n))
     if k % chunk:
         torch.bmm(a[..., whole * chunk:], b[:, whole * chunk:], out=out[whole])
-    return out
 
 
 def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:
