@@ -147,9 +147,10 @@ def test_fast_path_on_hard_operands(spec, scale, chunk, precision):
     assert got.isnan().any() and got.isinf().any() and not torch.equal(got, (a @ b).nan_to_num())
 
 
-@pytest.mark.parametrize("budget", [1, 700, 5000])
+@pytest.mark.parametrize("budget", [1, 240, 700, 5000])
 def test_blocks_do_not_change_the_result(monkeypatch, budget):
-    """Blocks of rows of one batch (small budgets) or of whole batches give the same bits as one block."""
+    """Chunk by chunk (a budget too small for ``MIN_ROWS`` rows), blocks of rows of one batch (8 of 9 rows, then
+    1) or of whole batches give the same bits as one block."""
     from dtypelab.arith import compute
 
     g = torch.Generator().manual_seed(3)

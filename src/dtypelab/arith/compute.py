@@ -60,6 +60,7 @@ OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
 CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB)
+MIN_ROWS = 8  # fewer rows a block: the format accumulator goes chunk by chunk instead
 
 
 # ---- accumulators ----------------------------------------------------------------------------------------------
@@ -419,6 +420,12 @@ def _fused(a: torch.Tensor, b: torch.Tensor, chunk: int, r: Rounder) -> torch.Te
     rows = min(m, max(1, CHUNK_BUDGET // (nc * n)))
     batches = max(1, CHUNK_BUDGET // (nc * m * n)) if rows == m else 1
     s = torch.zeros(bt, m, n, dtype=torch.float64)
+    if rows < MIN_ROWS:  # so many chunks that a block would be a few rows: one matmul and one pass per chunk
+        part = torch.empty(1, bt, m, n, dtype=a.dtype)
+        for i in range(0, k, chunk):
+            torch.bmm(a[..., i:i + chunk], b[:, i:i + chunk], out=part[0])
+            accumulate_(s, part, r.grid)
+        return s
     buf = torch.empty(nc * min(bt, batches) * rows * n, dtype=a.dtype)
     for b0 in range(0, bt, batches):
         for r0 in range(0, m, rows):
