@@ -7,11 +7,12 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 * ``accumulator`` (one entry of :data:`ACCUMULATORS`):
 
   - a format and rounding (``fp32``, ``bf16``, ``fp16``, ``fp(5,10)/rz`` ...): the running sum is rounded to it
-    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the running sum and the ``C``
-    products of a chunk are added in float64 (one multiply-add per chunk; exact whenever they span fewer than 53
-    bits, as products of 8- and 16-bit formats on chunks of practical length do), then rounded once; ``chunk: 1``
-    rounds after every product (a sequential accumulator). ``precision: fp32`` does those chunk sums in float32
-    instead (about twice as fast; bits below float32's are lost before the accumulator's rounding).
+    after each add. ``chunk: C`` (default 1) adds the products ``C`` at a time: the ``C`` products of a chunk
+    are summed in float64 (a matmul), that sum is added to the running sum in float64 (both exact whenever the
+    running sum and the products span fewer than 53 bits, as products of 8- and 16-bit formats on chunks of
+    practical length do), and the result is rounded once; ``chunk: 1`` rounds after every product (a sequential
+    accumulator). ``precision: fp32`` does those sums and adds in float32 instead (faster; bits below float32's
+    are lost before the accumulator's rounding).
     ``order: pairwise`` adds the chunk sums in a binary tree, rounding at every node, instead of left to right;
   - ``quire``: exact accumulation, one rounding at the end (the posit standard's fused dot product);
   - ``align:k[/rz|/rne]``: the tensor-core model. The products of a ``group`` (default: the whole chunk) and
@@ -26,8 +27,10 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 
 * ``output``: the format the layer's result is rounded to (default: the layer's dtype, float32).
 
-No loop runs over K: chunk sums are batched matmuls, and materialised products (rounded products, align, fixed
-point off its grid) are computed one chunk (or group) at a time for all outputs at once.
+No loop runs over K in Python: the chunk sums of a block of rows are one batched matmul, added and rounded by one
+numba pass (IEEE-style grids on the CPU; elsewhere one multiply-add and one rounding per chunk), and
+materialised products (rounded products, align, fixed point off its grid) are computed one chunk (or group) at
+a time for all outputs at once.
 
 Example:
     >>> import torch
@@ -50,12 +53,14 @@ import torch
 
 from dtypelab.arith.exact import exact_matmul
 from dtypelab.arith.numbers import Rounder, rounder
-from dtypelab.kernels.accumulate import round_
+from dtypelab.kernels.accumulate import accumulate_
 
 ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
+CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB)
+MIN_ROWS = 8  # fewer rows a block: the format accumulator goes chunk by chunk instead
 
 
 # ---- accumulators ----------------------------------------------------------------------------------------------
@@ -86,16 +91,19 @@ class FormatAcc:
                 s = r(next(parts))
                 for p in parts:
                     s = r(s + p)
-        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding (in place)
+        else:
             dt = torch.float32 if c.precision == "fp32" else torch.float64
             a_, b_ = a.to(dt), b.to(dt)
-            k = a.shape[-1]
+            k, n = a.shape[-1], b.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
-            s = torch.zeros(a.shape[0], a.shape[1], b.shape[-1], dtype=dt, device=a.device)
-            rnd = _in_place(r, s)
-            for i in range(0, k, chunk):
-                rnd(torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s))
-            s = s.to(torch.float64)
+            if r.grid is not None and a.device.type == "cpu":
+                s = _fused(a_, b_, chunk, r)
+            else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
+                s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
+                for i in range(0, k, chunk):
+                    p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
+                    s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
+                s = s.to(torch.float64)
         return s if bias is None else r(s + bias)
 
 
@@ -403,14 +411,42 @@ def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
 
 
-def _in_place(r: Rounder, s: torch.Tensor) -> Callable[[torch.Tensor], object]:
-    """``s`` rounded by ``r`` in place: a float32 cast for fp32, the fused grid kernel for float formats on the
-    CPU, nothing for fp32 on float32 (already rounded), ``r`` and a copy otherwise."""
-    if r.spec == "fp32":
-        return (lambda t: None) if s.dtype == torch.float32 else (lambda t: t.copy_(t.to(torch.float32)))
-    if r.grid is not None and s.device.type == "cpu" and s.dtype == torch.float64:
-        return lambda t: round_(t, r.grid)
-    return lambda t: t.copy_(r(t))
+def _fused(a: torch.Tensor, b: torch.Tensor, chunk: int, r: Rounder) -> torch.Tensor:
+    """The format accumulator on the CPU, block by block (whole batches, or rows of one): every chunk sum of the
+    block in one buffer (one batched matmul), then one pass of ``accumulate_`` into the block's outputs."""
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    nc = -(-k // chunk)
+    rows = min(m, max(1, CHUNK_BUDGET // (nc * n)))
+    batches = max(1, CHUNK_BUDGET // (nc * m * n)) if rows == m else 1
+    s = torch.zeros(bt, m, n, dtype=torch.float64)
+    if rows < MIN_ROWS:  # so many chunks that a block would be a few rows: one matmul and one pass per chunk
+        part = torch.empty(1, bt, m, n, dtype=a.dtype)
+        for i in range(0, k, chunk):
+            torch.bmm(a[..., i:i + chunk], b[:, i:i + chunk], out=part[0])
+            accumulate_(s, part, r.grid)
+        return s
+    buf = torch.empty(nc * min(bt, batches) * rows * n, dtype=a.dtype)
+    for b0 in range(0, bt, batches):
+        for r0 in range(0, m, rows):
+            x, y = a[b0:b0 + batches, r0:r0 + rows], b[b0:b0 + batches]
+            parts = buf[:nc * x.shape[0] * x.shape[1] * n].view(nc, x.shape[0], x.shape[1], n)
+            _chunk_parts(x, y, chunk, parts)
+            accumulate_(s[b0:b0 + batches, r0:r0 + rows], parts, r.grid)  # contiguous: whole batches, or one
+    return s
+
+
+def _chunk_parts(a: torch.Tensor, b: torch.Tensor, chunk: int, out: torch.Tensor) -> None:
+    """``out`` ``[n_chunks, Bt, M, N]`` set to the sum of each chunk of products: one batched matmul of the whole
+    chunks (and one of a shorter last chunk)."""
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    whole = k // chunk
+    a4 = a[..., :whole * chunk].reshape(bt, m, whole, chunk).permute(2, 0, 1, 3)
+    b4 = b[:, :whole * chunk].reshape(bt, whole, chunk, n).transpose(0, 1)
+    torch.bmm(a4.reshape(-1, m, chunk), b4.reshape(-1, chunk, n), out=out[:whole].view(-1, m, n))
+    if k % chunk:
+        torch.bmm(a[..., whole * chunk:], b[:, whole * chunk:], out=out[whole])
 
 
 def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dtypelab.formats import Domain, FloatFormat, Integer, LogPosit, Posit, fmt
+from dtypelab.kernels.accumulate import FP32 as FP32_GRID
 from dtypelab.kernels.accumulate import FloatGrid
 from dtypelab.kernels.rounding import Rounding
 
@@ -47,9 +48,6 @@ class Rounder:
     @property
     def exact(self) -> bool:
         return self.kind == "exact"
-
-
-FP32_GRID = FloatGrid(24, -149, float(torch.finfo(torch.float32).max), saturate=False)
 
 
 def _grid(f: object, rounding: Rounding) -> FloatGrid | None:
