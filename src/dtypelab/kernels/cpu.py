@@ -65,10 +65,12 @@ def _wide(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int32) if codes.itemsize < 4 else codes
 
 
-def _words(out: np.ndarray) -> np.ndarray:
-    """The leading whole 32-bit words of a byte output (little-endian machines; elsewhere none: every code is then
-    stored on its own)."""
-    if out.itemsize != 1 or sys.byteorder != "little":
+def _words(out: np.ndarray) -> np.ndarray | None:
+    """The leading whole 32-bit words of a byte output, which the ``encode_*`` kernels fill four codes at a time
+    (on a big-endian machine: none, every code stored on its own); None for a wider output."""
+    if out.itemsize != 1:
+        return None
+    if sys.byteorder != "little":
         return np.empty(0, np.uint32)
     return out[: out.size - out.size % 4].view(np.uint32)
 
@@ -82,24 +84,23 @@ def _table_kernel(engine: TableEngine, what: str) -> Kernel:
         dst = out.numpy()
         if what == "code":
             o = engine.outputs(x.dtype, engine.flagged_codes, "flagged code")
-            if m.form == lut.DIRECT:
-                return int(lut.encode_direct(bits, dst, _words(dst), total, m.low_bits, o.first))
-            if m.form == lut.CUT:
-                return int(lut.encode_cut(bits, dst, _words(dst), total, m.low_bits, o.first, m.cut))
-            return int(lut.encode_two_level(x, bits, dst, _words(dst), o.table, total, m.low_bits, m.first, m.entries,
-                                            m.fallback_first, m.fallback_span, t.thresholds, t.tie))
-        if out.dtype == torch.float32:
+        elif out.dtype == torch.float32:
             o = engine.outputs(x.dtype, t.float32_values, "float32")
         else:
             o = engine.outputs(x.dtype, t.values, "float64")
+        words = _words(dst)
         if m.form == lut.DIRECT:
-            lut.apply_direct(bits, dst, total, m.low_bits, o.first)
-        elif m.form == lut.CUT:
-            lut.apply_cut(bits, dst, total, m.low_bits, o.first, m.cut)
-        else:
-            lut.apply_two_level(x, bits, dst, o.table, total, m.low_bits, m.first, m.entries, m.fallback_first,
-                                m.fallback_span, t.thresholds, t.tie)
-        return 0
+            if words is not None:
+                return int(lut.encode_direct(bits, dst, words, total, m.low_bits, o.first))
+            return int(lut.apply_direct(bits, dst, total, m.low_bits, o.first))
+        if m.form == lut.CUT:
+            if words is not None:
+                return int(lut.encode_cut(bits, dst, words, total, m.low_bits, o.first, m.cut))
+            return int(lut.apply_cut(bits, dst, total, m.low_bits, o.first, m.cut))
+        arrays = (total, m.low_bits, m.first, m.entries, m.fallback_first, m.fallback_span, t.thresholds, t.tie)
+        if words is not None:
+            return int(lut.encode_two_level(x, bits, dst, words, o.table, *arrays))
+        return int(lut.apply_two_level(x, bits, dst, o.table, *arrays))
 
     return kernel
 

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from dtypelab.kernels.table import UP, RoundingTable
 
@@ -288,37 +289,9 @@ def lookup(form, x, b, low_bits, total_bits, first, cut, entries, fb_first, fb_s
     return _two_level(x, b, low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table)
 
 
-# Values: ``out[i]`` = the result of input ``i``. No NaN count (only codes need one), so nothing but the lookup
-# runs per input.
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_direct(bits, out, total_bits, low_bits, first):
-    """``out[i]`` = the direct form's result for ``bits[i]`` (``x`` viewed as an integer of ``total_bits``: 32,
-    64), ``first`` its :attr:`Outputs.first`: one table load per input."""
-    for i in prange(bits.size):
-        out[i] = _direct(bits[i], low_bits, total_bits, first)
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_cut(bits, out, total_bits, low_bits, first, cut):
-    """:func:`apply_direct` for the cut form (``first``: its :attr:`Outputs.first`)."""
-    for i in prange(bits.size):
-        out[i] = _cut(bits[i], low_bits, total_bits, first, cut)
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie):
-    """``out[i] = table[interval(x[i])]`` through the two-level form."""
-    for i in prange(x.size):
-        out[i] = _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
-                            tie, table)
-
-
-# Codes: the tables hold ``code | is_nan << FLAG_SHIFT`` (:func:`flagged_codes`), so the NaN count is a sum of
-# flags. Codes of at most 8 bits are written four to a 32-bit store (``words``: the output's first
-# ``4 * words.size`` bytes viewed as uint32, little-endian); byte stores one at a time, whose addresses advance a
-# quarter as fast as the input's, keep colliding with the input loads (4 KiB aliasing) and run at half the speed.
+# Values and codes: the code tables hold ``code | is_nan << FLAG_SHIFT`` (:func:`flagged_codes`), so a kernel
+# writing codes counts the NaN inputs as a sum of flags (:func:`_flag`), and one writing values counts nothing: no
+# NaN test runs per input (``x != x`` in the loop cost the cut formats a third of their speed).
 
 FLAG_SHIFT = 16  # table codes have at most 16 bits
 
@@ -330,6 +303,73 @@ def flagged_codes(codes: np.ndarray, nan_index: int) -> np.ndarray:
     return flagged
 
 
+def _stored(e):
+    """What a kernel writes for the table entry ``e``: a value as it is, a flagged code without its flag (the
+    kernels compile the overload below for the entry's type)."""
+    return e if isinstance(e, float | np.floating) else e & ((1 << FLAG_SHIFT) - 1)
+
+
+def _flag(e):
+    """1 for the flagged code of the NaN interval, else 0 (always 0 for a value)."""
+    return 0 if isinstance(e, float | np.floating) else e >> FLAG_SHIFT
+
+
+@overload(_stored, inline="always")
+def _stored_entry(e):
+    if isinstance(e, types.Float):
+        return lambda e: e
+    return lambda e: e & ((1 << FLAG_SHIFT) - 1)
+
+
+@overload(_flag, inline="always")
+def _flag_entry(e):
+    if isinstance(e, types.Float):
+        return lambda e: 0
+    return lambda e: e >> FLAG_SHIFT
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_direct(bits, out, total_bits, low_bits, first):
+    """``out[i]`` = the direct form's result for ``bits[i]`` (``x`` viewed as an integer of ``total_bits``: 32,
+    64), ``first`` its :attr:`Outputs.first` (values, or :func:`flagged_codes`): one table load per input.
+    Returns the number of NaN inputs for codes, 0 for values."""
+    nans = 0
+    for i in prange(bits.size):
+        e = _direct(bits[i], low_bits, total_bits, first)
+        out[i] = _stored(e)
+        nans += _flag(e)
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_cut(bits, out, total_bits, low_bits, first, cut):
+    """:func:`apply_direct` for the cut form."""
+    nans = 0
+    for i in prange(bits.size):
+        e = _cut(bits[i], low_bits, total_bits, first, cut)
+        out[i] = _stored(e)
+        nans += _flag(e)
+    return nans
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def apply_two_level(x, bits, out, table, total_bits, low_bits, first, entries, fb_first, fb_span, thresholds, tie):
+    """:func:`apply_direct` for the two-level form: ``out[i] = table[interval(x[i])]``."""
+    nans = 0
+    for i in prange(x.size):
+        e = _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie,
+                       table)
+        out[i] = _stored(e)
+        nans += _flag(e)
+    return nans
+
+
+# Codes of at most 8 bits are written four to a 32-bit store (``words``: the output's first ``4 * words.size``
+# bytes viewed as uint32, little-endian; the last few one by one): byte stores one at a time, whose addresses
+# advance a quarter as fast as the input's, keep meeting the input loads at the same address modulo 4 KiB and ran at
+# half the speed of the same loop writing int32.
+
+
 @njit(inline="always")
 def _pack4(e0, e1, e2, e3):
     """Four flagged 8-bit codes as one little-endian 32-bit word, and their NaN flags' count."""
@@ -339,8 +379,9 @@ def _pack4(e0, e1, e2, e3):
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def encode_direct(bits, out, words, total_bits, low_bits, first):
-    """Codes through the direct form (``first``: its :attr:`Outputs.first` of :func:`flagged_codes`): the first
-    ``4 * words.size`` into ``words``, four to a word, the rest into ``out``. Returns the number of NaN inputs."""
+    """8-bit codes through the direct form (``first``: its :attr:`Outputs.first` of :func:`flagged_codes`): the
+    first ``4 * words.size`` into ``words``, four to a word, the rest into ``out``. Returns the number of NaN
+    inputs."""
     nans = 0
     for q in prange(words.size):
         i = 4 * q
@@ -349,10 +390,10 @@ def encode_direct(bits, out, words, total_bits, low_bits, first):
                                  _direct(bits[i + 2], low_bits, total_bits, first),
                                  _direct(bits[i + 3], low_bits, total_bits, first))
         nans += flags
-    for i in prange(4 * words.size, bits.size):
+    for i in range(4 * words.size, bits.size):
         e = _direct(bits[i], low_bits, total_bits, first)
-        out[i] = e & ((1 << FLAG_SHIFT) - 1)
-        nans += e >> FLAG_SHIFT
+        out[i] = _stored(e)
+        nans += _flag(e)
     return nans
 
 
@@ -367,10 +408,10 @@ def encode_cut(bits, out, words, total_bits, low_bits, first, cut):
                                  _cut(bits[i + 2], low_bits, total_bits, first, cut),
                                  _cut(bits[i + 3], low_bits, total_bits, first, cut))
         nans += flags
-    for i in prange(4 * words.size, bits.size):
+    for i in range(4 * words.size, bits.size):
         e = _cut(bits[i], low_bits, total_bits, first, cut)
-        out[i] = e & ((1 << FLAG_SHIFT) - 1)
-        nans += e >> FLAG_SHIFT
+        out[i] = _stored(e)
+        nans += _flag(e)
     return nans
 
 
@@ -390,8 +431,8 @@ def encode_two_level(x, bits, out, words, table, total_bits, low_bits, first, en
             _two_level(x[i + 3], bits[i + 3], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds,
                        tie, table))
         nans += flags
-    for i in prange(4 * words.size, bits.size):
+    for i in range(4 * words.size, bits.size):
         e = _two_level(x[i], bits[i], low_bits, total_bits, first, entries, fb_first, fb_span, thresholds, tie, table)
-        out[i] = e & ((1 << FLAG_SHIFT) - 1)
-        nans += e >> FLAG_SHIFT
+        out[i] = _stored(e)
+        nans += _flag(e)
     return nans
