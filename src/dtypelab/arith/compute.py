@@ -59,7 +59,7 @@ ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
-CHUNK_BUDGET = 1 << 20  # chunk sums a format accumulator materialises at once (8 MiB)
+CHUNK_BUDGET = 1 << 22  # chunk sums a format accumulator materialises at once (32 MiB)
 MIN_ROWS = 8  # fewer rows a block: the format accumulator goes chunk by chunk instead
 
 
