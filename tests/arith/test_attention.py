@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from arith_helpers import recorded_matmuls
 from torch import nn
 
 import dtypelab as dl
-from dtypelab.arith import Compute
 
 transformers = pytest.importorskip("transformers")
 
@@ -83,19 +83,9 @@ def test_gpt2_fp32_compute_equals_the_library(impl):
     model = _gpt2(impl, scale_attn_by_inverse_layer_idx=True)
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     ref = [_run(model), _run(model, PADDED), _run(model, PADDED, use_cache=False)]
-    calls = []
     dl.quantize_model(model, {"ops": [{"match": "GPT2Attention", "compute": FP32}]})
-    real = Compute.matmul
-
-    def spy(self, a, b, *args, **kwargs):
-        calls.append((tuple(a.shape), tuple(b.shape)))
-        return real(self, a, b, *args, **kwargs)
-
-    Compute.matmul = spy
-    try:
+    with recorded_matmuls() as calls:
         got = [_run(model), _run(model, PADDED), _run(model, PADDED, use_cache=False)]
-    finally:
-        Compute.matmul = real
     assert calls[:2] == [((2, 4, 11, 8), (2, 4, 8, 11)), ((2, 4, 11, 11), (2, 4, 11, 8))]
     assert len(calls) == 3 * 2 * 2  # 3 forwards x 2 layers x (Q·Kᵀ, A·V)
     for r, g in zip(ref, got, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from arith_helpers import recorded_matmuls
 from torch import nn
 
 import dtypelab as dl
@@ -161,20 +162,10 @@ def test_bert_attention_matmuls_are_simulated(minilm):
     model, batch = minilm
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     ref = _hidden(model, batch)
-    seen = []
     dl.quantize_model(model, {"ops": [{"match": "BertSelfAttention", "compute": {"accumulator": "fp32",
                                                                                   "chunk": 512}}]})
-    real = Compute.matmul
-
-    def spy(self, a, b, *args, **kwargs):
-        seen.append((tuple(a.shape), tuple(b.shape)))
-        return real(self, a, b, *args, **kwargs)
-
-    Compute.matmul = spy
-    try:
+    with recorded_matmuls() as seen:
         fp32 = _hidden(model, batch)
-    finally:
-        Compute.matmul = real
     assert len(seen) == 12  # 6 layers x (Q·Kᵀ, A·V)
     b, n = batch["input_ids"].shape
     assert seen[0] == ((b, 12, n, 32), (b, 12, 32, n)) and seen[1] == ((b, 12, n, n), (b, 12, n, 32))

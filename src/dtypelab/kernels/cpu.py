@@ -135,7 +135,7 @@ class NumbaBackend(Backend):
             if a.dtype == np.float32 and engine.pow2_words is not None:  # integers only, two loads per input
                 return int(stochastic.apply_stochastic_pow2(bits, o.numpy(), m.low_bits, engine.pow2_words, results,
                                                             np.uint64(seed), offset, engine.flush_bits))
-            narrow = 8 * a.itemsize - m.low_bits == lut.KEY_BITS[0]  # per-entry tables of at most 3 * 2^16 entries
+            narrow = total - m.low_bits == lut.KEY_BITS[0]  # per-entry tables of at most 3 * 2^16 entries
             if narrow and m.form == lut.DIRECT:  # the branch-free kernels of the per-entry tables
                 return int(stochastic.apply_stochastic_direct(*head, *engine.entry_arrays(a.dtype, results, name),
                                                               *rest))
