@@ -1,13 +1,16 @@
-"""The fast paths of the simulated accumulators against straightforward references: the fused add-and-round
+"""The fast paths of the simulated accumulators against straightforward references: the tiled chunk-sum-and-round
 kernel against each format's ``quantize`` after every add, and a whole dot product against a per-chunk
 (per-group) loop."""
+
+import re
 
 import pytest
 import torch
 
 import dtypelab as dl
 from dtypelab.arith import Compute, rounder
-from dtypelab.kernels.accumulate import accumulate_
+from dtypelab.kernels import accumulate
+from dtypelab.kernels.accumulate import accumulate_matmul
 
 
 def _hard_values(spec: str, n: int = 20000) -> torch.Tensor:
@@ -50,7 +53,8 @@ def test_one_add_equals_the_format(spec):
     r = rounder(spec)
     assert r.grid is not None
     x = _hard_values(spec)
-    _same(accumulate_(torch.zeros_like(x), x[None].clone(), r.grid), r(0.0 + x))
+    got = accumulate_matmul(x.reshape(1, -1, 1), torch.ones(1, 1, 1, dtype=torch.float64), 1, r.grid)
+    _same(got.reshape(-1), r(0.0 + x))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -58,7 +62,7 @@ def test_one_add_equals_the_format(spec):
 def test_accumulate_equals_rounding_after_every_add(spec, fp32):
     """A running sum through 5 chunk sums, rounded after each add, against a loop of the rounder: the sums are
     the hard values shuffled (so running sums meet ties, subnormals, overflow, inf - inf); float32 chunk sums
-    are added in float32."""
+    are added in float32. The kernel sees one row per sum, ``[s0, p0, ..., p4]`` times ones, in chunks of one."""
     r = rounder(spec)
     x = _hard_values(spec)
     g = torch.Generator().manual_seed(1)
@@ -72,7 +76,9 @@ def test_accumulate_equals_rounding_after_every_add(spec, fp32):
             want = r((want.float() + p).double()).float().double()
         else:
             want = r(want + p)
-    _same(accumulate_(s0.clone(), parts, r.grid), want)
+    rows = torch.cat([s0[None].to(parts.dtype), parts]).T.contiguous()
+    got = accumulate_matmul(rows[None], torch.ones(1, 6, 1, dtype=parts.dtype), 1, r.grid)
+    _same(got.reshape(-1), want)
 
 
 def test_formats_without_a_grid_take_the_rounder():
@@ -97,8 +103,9 @@ def _reference(c: Compute, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             prods = a[:, g0:g1, None] * b[None, g0:g1, :]  # [M, G, N]
             top = prods.abs().amax(1) if tc is None else torch.maximum(prods.abs().amax(1), tc.abs())
             grid = torch.exp2(torch.frexp(top)[1].double() - acc.k)
-            cut = torch.trunc(prods / grid[:, None]).sum(1) * grid
-            tc = cut if tc is None else cut + torch.trunc(tc / grid) * grid
+            to_grid = torch.trunc if acc.mode == "rz" else torch.round  # round: half to even
+            cut = to_grid(prods / grid[:, None]).sum(1) * grid
+            tc = cut if tc is None else cut + to_grid(tc / grid) * grid
         s = c.promote(tc if s is None else s + tc)
     return s
 
@@ -147,16 +154,97 @@ def test_fast_path_on_hard_operands(spec, scale, chunk, precision):
     assert got.isnan().any() and got.isinf().any() and not torch.equal(got, (a @ b).nan_to_num())
 
 
-@pytest.mark.parametrize("budget", [1, 240, 700, 5000])
-def test_blocks_do_not_change_the_result(monkeypatch, budget):
-    """Chunk by chunk (a budget too small for ``MIN_ROWS`` rows), blocks of rows of one batch (8 of 9 rows, then
-    1) or of whole batches give the same bits as one block."""
-    from dtypelab.arith import compute
-
+@pytest.mark.parametrize("work,min_tile,max_tile", [(1, 1, 2), (40, 2, 8), (300, 4, 30), (5000, 3, 1 << 14),
+                                                    (1 << 18, 16, 1 << 14)])
+def test_tiles_do_not_change_the_result(monkeypatch, work, min_tile, max_tile):
+    """Tiles of one row and two columns with a BLAS call per product, tiles not dividing the output, chunks cut
+    into pieces, one tile per batch: the same bits (bf16 operands of a narrow range: chunk sums exact in float64)."""
     g = torch.Generator().manual_seed(3)
-    a = torch.randn(4, 9, 70, generator=g, dtype=torch.float64)
-    b = torch.randn(4, 70, 6, generator=g, dtype=torch.float64)
+    bf16 = dl.fmt("bf16")
+    a = bf16.quantize(torch.randn(4, 9, 70, generator=g, dtype=torch.float64))
+    b = bf16.quantize(torch.randn(4, 70, 6, generator=g, dtype=torch.float64))
     c = Compute.parse({"accumulator": "bf16", "chunk": 16})
-    whole = c.matmul(a, b)
-    monkeypatch.setattr(compute, "CHUNK_BUDGET", budget)
-    assert torch.equal(c.matmul(a, b), whole)
+    want = torch.stack([_reference(c, x, y) for x, y in zip(a, b, strict=True)])
+    monkeypatch.setattr(accumulate, "GEMM_WORK", work)
+    monkeypatch.setattr(accumulate, "MIN_TILE", min_tile)
+    monkeypatch.setattr(accumulate, "MAX_TILE", max_tile)
+    rows, cols, piece = accumulate.tiles(16, 9, 6)
+    assert rows * cols * piece <= work or piece == 1
+    assert torch.equal(c.matmul(a, b), want)
+
+
+def _hard_operands(seed: int, m: int, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Operands over 40 binades with zeros, exact ties for a 13-bit cut (powers of two times 1 + 2^-14), an
+    infinity and a NaN."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k, generator=g, dtype=torch.float64) * torch.exp2(
+        torch.randint(-20, 20, (m, k), generator=g).double())
+    b = torch.randn(k, n, generator=g, dtype=torch.float64)
+    a[a.abs() < 1e-5] = 0.0
+    a[1, ::3] = torch.exp2(torch.randint(-3, 3, (len(range(0, k, 3)),), generator=g).double()) * (1 + 2.0**-14)
+    b[::3, 2] = 1.0
+    a[2, 7], a[3, 40] = float("inf"), float("nan")
+    return a, b
+
+
+@pytest.mark.parametrize("compute", [
+    {"accumulator": "align:13", "group": 32, "chunk": 128}, {"accumulator": "align:13/rne", "group": 7, "chunk": 30},
+    {"accumulator": "align:8", "group": 16}, {"accumulator": "align:24/rne", "chunk": 5, "promote": "bf16"},
+    {"accumulator": "align:3", "group": 1, "chunk": 4, "promote": "fp16"}])
+def test_align_kernel_on_hard_operands(compute):
+    """The numba align kernel (groups not dividing the chunk, chunks not dividing K = 300, 260 columns: two
+    column tiles) against the per-group reference: truncation and ties to even, fp32/bf16/fp16 promotion,
+    inf and NaN rows."""
+    a, b = _hard_operands(6, 9, 300, 260)
+    c = Compute.parse(compute)
+    got = c.matmul(a, b)
+    want = _reference(c, a, b)
+    _same(got, want)
+    assert got[2].isinf().any() and got[3].isnan().all() and not torch.equal(got[:2], (a @ b)[:2])
+
+
+def _fixed_reference(acc, a: torch.Tensor, b: torch.Tensor, chunk: int, policy: str) -> torch.Tensor:
+    """The register chunk by chunk: each product cut onto 2^-frac, summed, the policy after every chunk."""
+    to_grid = torch.trunc if acc.mode == "rz" else torch.round
+    lo, hi = -(2.0 ** (acc.width - 1)), 2.0 ** (acc.width - 1) - 1
+    n = None
+    for c0 in range(0, a.shape[-1], chunk):
+        part = to_grid(a[:, c0:c0 + chunk, None] * b[None, c0:c0 + chunk, :] * 2.0**acc.frac).sum(1)
+        n = part if n is None else n + part
+        n = n.clamp(lo, hi) if policy == "saturate" else (n - lo) % (hi - lo + 1) + lo
+    return n / 2.0**acc.frac
+
+
+@pytest.mark.parametrize("spec", ["fixed(16,4)/rz", "fixed(16,4)", "fixed(16,1)", "int12/rz"])
+@pytest.mark.parametrize("policy", ["saturate", "wrap"])
+def test_fixed_kernel_equals_the_per_chunk_register(spec, policy):
+    """Products off the register's grid (the numba loops): cut onto it by truncation or ties to even, chunk sums
+    that overflow a 12- or 16-bit register, saturated or wrapped after every chunk of 7 (K = 75)."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(6, 75, generator=g, dtype=torch.float64) * 40
+    b = torch.randn(75, 300, generator=g, dtype=torch.float64) * 30
+    b[:, 0] = 0.5 / a.abs().max()  # products below the grid's step, some at its half
+    c = Compute.parse({"accumulator": spec, "chunk": 7, "overflow": policy})
+    got = c.matmul(a, b)
+    assert torch.equal(got, _fixed_reference(c.accumulator, a, b, 7, policy))
+    units = got * 2.0**c.accumulator.frac
+    lo, hi = -(2.0 ** (c.accumulator.width - 1)), 2.0 ** (c.accumulator.width - 1) - 1
+    assert units.min() >= lo and units.max() <= hi and (units == units.round()).all()
+    if policy == "saturate":
+        assert (units == lo).any() and (units == hi).any()
+    with pytest.raises(OverflowError, match=re.escape(f"accumulator {spec} overflowed: a running sum reached")):
+        Compute.parse({"accumulator": spec, "chunk": 7}).matmul(a, b)
+
+
+@pytest.mark.parametrize("compute", [{"accumulator": "align:13", "group": 32, "chunk": 128},
+                                     {"accumulator": "fixed(32,16)/rz", "overflow": "saturate"},
+                                     {"accumulator": "fixed(20,8)", "chunk": 50, "overflow": "wrap"}])
+def test_kernels_equal_the_torch_loops(compute):
+    """e4m3 operands: products rounded to fp32 are the exact products, so ``product: fp32`` (the torch loops
+    over materialised products) must give the numba kernels' bits."""
+    g = torch.Generator().manual_seed(8)
+    e4m3 = dl.fmt("e4m3")
+    a = e4m3.quantize(torch.randn(2, 20, 200, generator=g, dtype=torch.float64) * 4)
+    b = e4m3.quantize(torch.randn(200, 30, generator=g, dtype=torch.float64) / 3)
+    kernel = Compute.parse(compute).matmul(a, b)
+    assert torch.equal(kernel, Compute.parse({**compute, "product": "fp32"}).matmul(a, b))

@@ -27,8 +27,9 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 
 * ``output``: the format the layer's result is rounded to (default: the layer's dtype, float32).
 
-No loop runs over K in Python: the chunk sums of a block of rows are one batched matmul, added and rounded by one
-numba pass (IEEE-style grids on the CPU; elsewhere one multiply-add and one rounding per chunk), and
+No loop runs over K in Python: IEEE-style grids on the CPU run in one numba kernel over tiles of the output, each
+kept in cache while BLAS sums its chunks one by one and the kernel adds and rounds them
+(:func:`~dtypelab.kernels.accumulate.accumulate_matmul`; elsewhere one multiply-add and one rounding per chunk), and
 materialised products (rounded products, align, fixed point off its grid) are computed one chunk (or group) at
 a time for all outputs at once.
 
@@ -45,7 +46,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,14 +54,13 @@ import torch
 
 from dtypelab.arith.exact import exact_matmul
 from dtypelab.arith.numbers import Rounder, rounder
-from dtypelab.kernels.accumulate import accumulate_
+from dtypelab.kernels.accumulate import accumulate_matmul
+from dtypelab.kernels.gridsum import align_matmul, fixed_matmul
 
 ORDERS = ("sequential", "pairwise")
 OVERFLOWS = ("error", "saturate", "wrap")
 PRECISIONS = ("fp64", "fp32")
 BUDGET = 1 << 23  # float64 elements materialised at once (64 MiB)
-CHUNK_BUDGET = 1 << 22  # chunk sums a format accumulator materialises at once (32 MiB)
-MIN_ROWS = 8  # fewer rows a block: the format accumulator goes chunk by chunk instead
 
 
 # ---- accumulators ----------------------------------------------------------------------------------------------
@@ -96,14 +96,14 @@ class FormatAcc:
             a_, b_ = a.to(dt), b.to(dt)
             k, n = a.shape[-1], b.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
-            if r.grid is not None and a.device.type == "cpu":
-                s = _fused(a_, b_, chunk, r)
-            else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
-                s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
-                for i in range(0, k, chunk):
-                    p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
-                    s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
-                s = s.to(torch.float64)
+            if r.grid is not None and a.device.type == "cpu":  # tiles in cache, BLAS chunk sums, rounding: numba
+                return accumulate_matmul(a_, b_, chunk, r.grid, bias)
+            # elsewhere: one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
+            s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
+            for i in range(0, k, chunk):
+                p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
+                s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
+            s = s.to(torch.float64)
         return s if bias is None else r(s + bias)
 
 
@@ -164,7 +164,10 @@ class Align:
                 s = promote(tc) if s is None else promote(s + tc)
             return s
 
-        s = _by_rows(a, b, block, per_row=b.shape[-1] * min(group + 1, k + 1))
+        if a.device.type == "cpu" and c.product.exact and promote.grid is not None:
+            s = align_matmul(a, b, self.k, self.mode == "rne", chunk, group, promote.grid)
+        else:
+            s = _by_rows(a, b, block, per_row=b.shape[-1] * min(group + 1, k + 1))
         return s if bias is None else promote(s + bias)
 
 
@@ -194,11 +197,24 @@ class Fixed:
             return n.clamp(lo, hi)
         if policy == "wrap":
             return torch.remainder(n - lo, 2.0**self.width) + lo
-        if n.numel() and (float(n.min()) < lo or float(n.max()) > hi):
-            raise OverflowError(f"accumulator {self} overflowed: a running sum reached "
-                                f"[{float(n.min()):.0f}, {float(n.max()):.0f}] (units of 2^-{self.frac}), outside "
-                                f"[{lo:.0f}, {hi:.0f}]; set overflow: saturate or wrap, or a wider accumulator")
+        if n.numel():
+            self._check(float(n.min()), float(n.max()))
         return n
+
+    def _register(self, sums: Iterable[torch.Tensor], policy: str) -> torch.Tensor:
+        """The register after each chunk sum is added (the policy applied each time)."""
+        n = None
+        for part in sums:
+            n = self._overflow(part if n is None else n + part, policy)
+        return n
+
+    def _check(self, low: float, high: float) -> None:
+        """OverflowError where running sums reached ``[low, high]`` outside the register."""
+        lo, hi = -(2.0 ** (self.width - 1)), 2.0 ** (self.width - 1) - 1
+        if low < lo or high > hi:
+            raise OverflowError(f"accumulator {self} overflowed: a running sum reached [{low:.0f}, {high:.0f}] "
+                                f"(units of 2^-{self.frac}), outside [{lo:.0f}, {hi:.0f}]; set overflow: saturate "
+                                f"or wrap, or a wider accumulator")
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
         k = a.shape[-1]
@@ -206,17 +222,17 @@ class Fixed:
         on_grid = c.product.exact and _integers(a) and _integers(torch.ldexp(b, torch.tensor(self.frac)))
         if on_grid:  # integer x (integer / 2^frac): every product is on the grid already, chunk sums are exact
             parts = _chunk_sums(a, b, replace(c, chunk=chunk))
-            sums = [torch.ldexp(p, torch.tensor(self.frac)) for p in parts]
+            n = self._register((torch.ldexp(p, torch.tensor(self.frac)) for p in parts), c.overflow)
+        elif a.device.type == "cpu" and c.product.exact:  # each product cut onto the grid in numba loops
+            n, low, high = fixed_matmul(a, b, self.width, self.frac, self.mode == "rne", chunk, c.overflow)
+            if c.overflow == "error":
+                self._check(low, high)
         else:
-            sums = []
-            for c0 in range(0, k, chunk):
-                def one(a_blk: torch.Tensor, b_blk: torch.Tensor, c0: int = c0) -> torch.Tensor:
-                    p = _products(a_blk[..., c0:c0 + chunk], b_blk[..., c0:c0 + chunk, :], c.product)
-                    return self._grid(p).sum(-2)
-                sums.append(_by_rows(a, b, one, per_row=b.shape[-1] * min(chunk, k)))
-        n = None
-        for s in sums:
-            n = self._overflow(s if n is None else n + s, c.overflow)
+            def one(a_blk: torch.Tensor, b_blk: torch.Tensor, c0: int) -> torch.Tensor:
+                p = _products(a_blk[..., c0:c0 + chunk], b_blk[..., c0:c0 + chunk, :], c.product)
+                return self._grid(p).sum(-2)
+            n = self._register((_by_rows(a, b, lambda x, y, c0=c0: one(x, y, c0), per_row=b.shape[-1] * min(chunk, k))
+                                for c0 in range(0, k, chunk)), c.overflow)
         if bias is not None:
             n = self._overflow(n + self._grid(bias), c.overflow)
         return torch.ldexp(n, torch.tensor(-self.frac))
@@ -409,44 +425,6 @@ def _by_rows(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor, torch
     if rows >= m:
         return fn(a, b)
     return torch.cat([fn(a[:, i:i + rows], b) for i in range(0, m, rows)], dim=1)
-
-
-def _fused(a: torch.Tensor, b: torch.Tensor, chunk: int, r: Rounder) -> torch.Tensor:
-    """The format accumulator on the CPU, block by block (whole batches, or rows of one): every chunk sum of the
-    block in one buffer (one batched matmul), then one pass of ``accumulate_`` into the block's outputs."""
-    bt, m, k = a.shape
-    n = b.shape[-1]
-    nc = -(-k // chunk)
-    rows = min(m, max(1, CHUNK_BUDGET // (nc * n)))
-    batches = max(1, CHUNK_BUDGET // (nc * m * n)) if rows == m else 1
-    s = torch.zeros(bt, m, n, dtype=torch.float64)
-    if rows < MIN_ROWS:  # so many chunks that a block would be a few rows: one matmul and one pass per chunk
-        part = torch.empty(1, bt, m, n, dtype=a.dtype)
-        for i in range(0, k, chunk):
-            torch.bmm(a[..., i:i + chunk], b[:, i:i + chunk], out=part[0])
-            accumulate_(s, part, r.grid)
-        return s
-    buf = torch.empty(nc * min(bt, batches) * rows * n, dtype=a.dtype)
-    for b0 in range(0, bt, batches):
-        for r0 in range(0, m, rows):
-            x, y = a[b0:b0 + batches, r0:r0 + rows], b[b0:b0 + batches]
-            parts = buf[:nc * x.shape[0] * x.shape[1] * n].view(nc, x.shape[0], x.shape[1], n)
-            _chunk_parts(x, y, chunk, parts)
-            accumulate_(s[b0:b0 + batches, r0:r0 + rows], parts, r.grid)  # contiguous: whole batches, or one
-    return s
-
-
-def _chunk_parts(a: torch.Tensor, b: torch.Tensor, chunk: int, out: torch.Tensor) -> None:
-    """``out`` ``[n_chunks, Bt, M, N]`` set to the sum of each chunk of products: one batched matmul of the whole
-    chunks (and one of a shorter last chunk)."""
-    bt, m, k = a.shape
-    n = b.shape[-1]
-    whole = k // chunk
-    a4 = a[..., :whole * chunk].reshape(bt, m, whole, chunk).permute(2, 0, 1, 3)
-    b4 = b[:, :whole * chunk].reshape(bt, whole, chunk, n).transpose(0, 1)
-    torch.bmm(a4.reshape(-1, m, chunk), b4.reshape(-1, chunk, n), out=out[:whole].view(-1, m, n))
-    if k % chunk:
-        torch.bmm(a[..., whole * chunk:], b[:, whole * chunk:], out=out[whole])
 
 
 def _chunk_sums(a: torch.Tensor, b: torch.Tensor, c: Compute) -> Iterator[torch.Tensor]:

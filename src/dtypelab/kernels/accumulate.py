@@ -1,33 +1,41 @@
-"""A running sum through a series of chunk sums, rounded onto a float grid after each add, in one numba pass (the
-simulated format accumulators of :mod:`dtypelab.arith.compute`).
+"""A matrix product summed a chunk of products at a time into a running sum rounded onto a float grid after each
+add, in one numba kernel over tiles of the output (the simulated format accumulators of
+:mod:`dtypelab.arith.compute`).
 
-The rounding is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant bits with
-a smallest step of ``2^min_exp`` (subnormals); past ``max`` a saturating format returns ``±max``, IEEE fp32
-returns ``±inf`` (a float32 cast). NaN and infinities pass through.
+Each tile's running sum and chunk sum stay in a core's cache: BLAS (SciPy's ``dgemm``/``sgemm``, called from the
+kernel's threads, OpenBLAS held to one thread meanwhile) writes a chunk's sums into the tile's buffer and the
+kernel adds them to the running sum and rounds, chunk after chunk; no chunk sum goes through memory. The rounding
+is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant bits with a smallest
+step of ``2^min_exp`` (subnormals); past ``max`` a saturating format returns ``±max``, IEEE fp32 returns ``±inf``
+(a float32 cast). NaN and infinities pass through.
 
 Example:
     >>> import torch
     >>> bf16 = FloatGrid(8, -133, 3.3895313892515355e+38, True)
-    >>> s = torch.zeros(4, dtype=torch.float64)
-    >>> accumulate_(s, torch.tensor([[1 + 2.0**-8, 1 + 3 * 2.0**-8, 2.0**-134, 1e39]], dtype=torch.float64),
-    ...             bf16).tolist()
-    [1.0, 1.015625, 0.0, 3.3895313892515355e+38]
-    >>> s = torch.ones(1, dtype=torch.float64)
-    >>> accumulate_(s, torch.full((3, 1), 2.0**-8, dtype=torch.float64), bf16).item()   # each add is lost
+    >>> a = torch.tensor([[1.0, 2.0**-8, 2.0**-8, 2.0**-8]], dtype=torch.float64)
+    >>> accumulate_matmul(a[None], torch.ones(1, 4, 1, dtype=torch.float64), 1, bf16).item()  # each add lost
     1.0
+    >>> accumulate_matmul(a[None], torch.ones(1, 4, 1, dtype=torch.float64), 4, bf16).item()  # one add of 4
+    1.015625
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import get_cython_function_address, intrinsic
+from threadpoolctl import ThreadpoolController
 
 _MAG = np.int64(0x7FFFFFFFFFFFFFFF)
 _INF = np.int64(0x7FF0000000000000)
-_TILE = 1024  # elements of the running sum kept in cache while the chunk sums stream past
+GEMM_WORK = 1 << 18  # multiply-adds per BLAS call at most, where the tiles allow
+MAX_TILE = 1 << 14  # outputs a tile has at most (its running sum and chunk sum stay in a core's L2 cache)
+MIN_TILE = 16  # rows and columns a tile has at least (long chunks make the tiles smaller)
 
 
 @dataclass(frozen=True)
@@ -44,50 +52,153 @@ class FloatGrid:
 FP32 = FloatGrid(24, -149, float(np.finfo(np.float32).max), saturate=False)  # IEEE single: a float32 cast
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
-def _add_round(s: np.ndarray, p: np.ndarray, precision: int, min_exp: int, max_bits: np.int64,
-               over_bits: np.int64, fp32: bool, grid: bool) -> None:
-    """``s[i] = round(s[i] + p[i])`` without branches (the compiler vectorises it): the add rounded to float32 if
-    ``fp32``, then onto the grid if ``grid`` (and back to float32 if ``fp32``)."""
+@njit(cache=True, nogil=True)
+def _constants(precision: int, min_exp: int) -> tuple[int, np.int64, np.int64, np.int64, float]:
+    """What rounding onto the grid needs: the bits cut from a float64 significand, the mask that keeps the rest,
+    half a step less one, the smallest normal's bits, and ``2^(min_exp+52)`` (``|x| + magic - magic`` rounds
+    ``|x|`` below it onto steps of ``2^min_exp``)."""
     shift = 53 - precision
-    keep = ~((np.int64(1) << shift) - 1)
-    half_m1 = (np.int64(1) << (shift - 1)) - 1
-    normal = np.int64(min_exp + precision - 1 + 1023) << 52  # the grid's smallest normal
-    magic = np.ldexp(1.0, min_exp + 52)  # |x| + magic - magic: |x| below 2^(min_exp+52) on steps of 2^min_exp
-    for i in range(s.size):
-        x = np.float64(np.float32(s[i] + p[i])) if fp32 else s[i] + p[i]
-        if grid:
-            bits = np.float64(x).view(np.int64)
-            mag = bits & _MAG
-            near = (mag + half_m1 + ((mag >> shift) & 1)) & keep  # ties to even: add half - 1 and the last bit, cut
-            sub = np.float64((abs(x) + magic) - magic).view(np.int64)  # below the smallest normal
-            r = near if mag >= normal else sub
-            r = over_bits if r > max_bits else r
-            r = mag if mag >= _INF else r  # inf, NaN
-            y = np.int64((bits & ~_MAG) | r).view(np.float64)
-            x = np.float64(np.float32(y)) if fp32 else y
-        s[i] = x
+    return (shift, ~((np.int64(1) << shift) - 1), (np.int64(1) << (shift - 1)) - 1,
+            np.int64(min_exp + precision - 1 + 1023) << 52, np.ldexp(1.0, min_exp + 52))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _round(x: float, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64, over_bits: np.int64) -> float:
+    """``x`` rounded to float32 if ``fp32``, then onto the grid if ``grid`` (and back to float32 if ``fp32``),
+    without branches (the compiler vectorises loops of it)."""
+    if fp32:
+        x = np.float64(np.float32(x))
+    if grid:
+        shift, keep, half_m1, normal, magic = constants
+        bits = np.float64(x).view(np.int64)
+        mag = bits & _MAG
+        near = (mag + half_m1 + ((mag >> shift) & 1)) & keep  # ties to even: add half - 1 and the last bit, cut
+        sub = np.float64((abs(x) + magic) - magic).view(np.int64)  # below the smallest normal
+        r = near if mag >= normal else sub
+        r = over_bits if r > max_bits else r
+        r = mag if mag >= _INF else r  # inf, NaN
+        y = np.int64((bits & ~_MAG) | r).view(np.float64)
+        x = np.float64(np.float32(y)) if fp32 else y
+    return x
+
+
+@intrinsic
+def _call_gemm(typingctx, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call the Fortran-style ``?gemm`` at address ``fn`` with 13 pointer arguments (given as integers)."""
+    sig = types.void(fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        ptr = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [ptr] * 13)
+        callee = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(callee, [builder.inttoptr(x, ptr) for x in args[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _tile(gemm: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray, has_bias: bool, i: int,
+          r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int, precision: int, min_exp: int,
+          max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
+    """``s[i, r0:r0+tr, c0:c0+tc]``: the running sum chunk by chunk (each chunk's sum by BLAS, a piece at a
+    time), rounded after every add, then the bias."""
+    _, m, k = a.shape
+    n = b.shape[2]
+    size = a.itemsize
+    acc = np.zeros(tr * tc)  # the running sum, row-major [tr, tc]
+    part = np.empty(tr * tc, dtype=a.dtype)  # a chunk's sum: column-major [tc, tr] to BLAS
+    flags = np.full(2, ord("N"), dtype=np.uint8)
+    dims = np.empty(6, dtype=np.int32)  # m, n, k, lda, ldb, ldc (column-major)
+    dims[0], dims[1], dims[3], dims[4], dims[5] = tc, tr, n, k, tc
+    alpha_beta = np.ones(3, dtype=a.dtype)  # alpha; beta of a chunk's first piece (0), of the others (1)
+    alpha_beta[1] = 0
+    constants = _constants(precision, min_exp)
+    a_row = a.ctypes.data + ((i * m + r0) * k) * size
+    b_col = b.ctypes.data + (i * k * n + c0) * size
+    for k0 in range(0, k, chunk):
+        for p0 in range(k0, min(k0 + chunk, k), piece):
+            dims[2] = min(piece, k0 + chunk - p0, k - p0)
+            beta = alpha_beta.ctypes.data + (size if p0 == k0 else 2 * size)
+            # part^T (+)= b[p0:, c0:]^T a[r0:, p0:]^T, all three column-major to BLAS
+            _call_gemm(gemm, flags.ctypes.data, flags.ctypes.data + 1, dims.ctypes.data, dims.ctypes.data + 4,
+                       dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
+                       a_row + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
+        for j in range(tr * tc):
+            acc[j] = _round(acc[j] + part[j], fp32, grid, constants, max_bits, over_bits)
+    for r in range(tr):
+        for c in range(tc):
+            x = acc[r * tc + c]
+            if has_bias:
+                x = _round(x + bias[i, r0 + r, c0 + c], bias_fp32, not bias_fp32, constants, max_bits, over_bits)
+            s[i, r0 + r, c0 + c] = x
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _accumulate(s: np.ndarray, parts: np.ndarray, precision: int, min_exp: int, max_bits: np.int64,
-                over_bits: np.int64, fp32: bool, grid: bool) -> None:
-    n = s.size
-    for t in prange((n + _TILE - 1) // _TILE):
-        lo, hi = t * _TILE, min(t * _TILE + _TILE, n)
-        for c in range(parts.shape[0]):
-            _add_round(s[lo:hi], parts[c, lo:hi], precision, min_exp, max_bits, over_bits, fp32, grid)
+def _accumulate_matmul(gemm: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray, has_bias: bool,
+                       chunk: int, piece: int, rows: int, cols: int, precision: int, min_exp: int,
+                       max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
+    bt, m, _ = a.shape
+    n = b.shape[2]
+    n_rows, n_cols = (m + rows - 1) // rows, (n + cols - 1) // cols
+    for t in prange(bt * n_rows * n_cols):
+        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
+        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * cols
+        _tile(gemm, s, a, b, bias, has_bias, i, r0, c0, min(rows, m - r0), min(cols, n - c0), chunk, piece,
+              precision, min_exp, max_bits, over_bits, fp32, grid, bias_fp32)
 
 
-def accumulate_(s: torch.Tensor, parts: torch.Tensor, grid: FloatGrid) -> torch.Tensor:
-    """Contiguous float64 ``s`` on the CPU set in place (and returned) to ``s = round(s + parts[c])`` for each
-    ``c`` in order, rounded onto ``grid``. Contiguous ``parts`` ``[C, *s.shape]`` is float64, or float32: then
-    each add is rounded to float32 first and the running sum kept in float32, as a float32 register would."""
+@cache
+def _gemm(dtype: torch.dtype) -> int:
+    """The address of SciPy's ``dgemm`` (float64) or ``sgemm`` (float32)."""
+    name = {torch.float64: "dgemm", torch.float32: "sgemm"}[dtype]
+    return get_cython_function_address("scipy.linalg.cython_blas", name)
+
+
+@cache
+def _blas_threads() -> ThreadpoolController:
+    """The BLAS libraries loaded (SciPy's among them), to run on one thread while the kernel's own threads call them."""
+    _gemm(torch.float64)  # loads SciPy's BLAS
+    return ThreadpoolController().select(user_api="blas")
+
+
+def tiles(chunk: int, m: int, n: int) -> tuple[int, int, int]:
+    """Rows and columns of the output tiles, and the products per BLAS call (a chunk, or a piece of a long one),
+    for chunks ``chunk`` long: at most :data:`GEMM_WORK` multiply-adds per call and :data:`MAX_TILE` outputs per
+    tile, tiles wide rather than tall, at least ``MIN_TILE`` rows and columns (less where the output has less).
+
+    >>> tiles(32, 2592, 1536), tiles(1, 2592, 1536), tiles(1536, 2592, 384)
+    ((64, 128, 32), (64, 256, 1), (16, 32, 512))
+    """
+    area = max(MIN_TILE * MIN_TILE, min(MAX_TILE, GEMM_WORK // chunk))
+    cols = min(n, max(MIN_TILE, 1 << (int(area**0.5) * 2).bit_length() - 1))
+    rows = min(m, max(MIN_TILE, area // cols))
+    return rows, cols, max(1, min(chunk, GEMM_WORK // (rows * cols)))
+
+
+def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatGrid,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` (``[Bt, M, K] @ [Bt, K, N]`` on the CPU, float64; or float32: chunk sums and adds in float32, as
+    a float32 register would) summed ``chunk`` products at a time into a running sum rounded onto ``grid`` after
+    every add, then ``round(s + bias)`` in float64 (``bias`` broadcastable to ``[Bt, M, N]``); float64 ``[Bt, M,
+    N]``."""
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    a, b = a.contiguous(), b.contiguous()
+    s = torch.empty(bt, m, n, dtype=torch.float64)
+    if s.numel() == 0:
+        return s
+    chunk = min(chunk, k)
+    rows, cols, piece = tiles(chunk, m, n)
     over = grid.max if grid.saturate else np.inf
-    fp32 = parts.dtype == torch.float32 or grid == FP32
-    _accumulate(s.view(-1).numpy(), parts.view(parts.shape[0], -1).numpy(), grid.precision, grid.min_exp,
-                np.float64(grid.max).view(np.int64), np.float64(over).view(np.int64), fp32, grid != FP32)
+    fp32 = a.dtype == torch.float32 or grid == FP32
+    bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
+        bias.to(torch.float64).expand(bt, m, n)
+    with _blas_threads().limit(limits=1):
+        _accumulate_matmul(_gemm(a.dtype), s.numpy(), a.numpy(), b.numpy(), bias3.numpy(), bias is not None, chunk,
+                           piece, rows, cols, grid.precision, grid.min_exp, np.float64(grid.max).view(np.int64),
+                           np.float64(over).view(np.int64), fp32, grid != FP32, grid == FP32)
     return s
 
 
-__all__ = ["FP32", "FloatGrid", "accumulate_"]
+__all__ = ["FP32", "FloatGrid", "accumulate_matmul", "tiles"]

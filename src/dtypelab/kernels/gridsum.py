@@ -1,0 +1,182 @@
+"""Dot products whose every product is cut onto a grid before an exact sum, in numba loops that never hold more
+than a tile of products (the ``align:k`` tensor-core model and the fixed-point register of
+:mod:`dtypelab.arith.compute`, for exact products on the CPU).
+
+* :func:`align_matmul`: the products of a group (and the running tensor-core sum) aligned to the largest exponent
+  among them and cut to ``k`` bits below it, summed exactly; every chunk the tensor-core sum is added into the
+  promotion format's running sum and rounded onto its grid.
+* :func:`fixed_matmul`: each product cut onto the grid ``2^-frac`` and summed exactly in a ``width``-bit register;
+  the overflow policy applies to the running sum after every chunk and after the bias.
+
+``cut``: truncation (``rz``) or rounding to nearest even (``rne``). Both are the torch loops of
+:mod:`dtypelab.arith.compute` bit for bit, one output row by one tile of columns at a time.
+
+Example:
+    >>> import torch
+    >>> from dtypelab.kernels.accumulate import FP32
+    >>> a = torch.tensor([[[1.0, 2.0**-14, 2.0**-14]]], dtype=torch.float64)
+    >>> b = torch.ones(1, 3, 1, dtype=torch.float64)
+    >>> align_matmul(a, b, k=13, rne=False, chunk=3, group=3, promote=FP32).item()  # 2^-14 is below 13 bits
+    1.0
+    >>> n, low, high = fixed_matmul(a, b, width=32, frac=14, rne=False, chunk=3, overflow="error")
+    >>> n.item(), low, high  # units of 2^-14
+    (16386.0, 16386.0, 16386.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from dtypelab.kernels.accumulate import FP32, FloatGrid, _constants, _round
+
+COLUMNS = 256  # output columns a tile holds (its products, group by group, stay in a core's L1/L2 cache)
+OVERFLOW_CODES = {"saturate": 1, "wrap": 2}  # any other policy: none in the kernel
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cut(x: float, rne: bool) -> float:
+    return np.rint(x) if rne else np.trunc(x)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nan_max(top: float, x: float) -> float:
+    """``max(top, x)``, NaN if either is (as ``torch.maximum`` / ``amax``)."""
+    return x if (x > top or x != x) else top
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0: int, tc: int, k_bits: int,
+                rne: bool, chunk: int, group: int, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64,
+                over_bits: np.int64) -> None:
+    k = a.shape[2]
+    acc = np.zeros(tc)  # the promoted running sum
+    carry = np.zeros(tc)  # the tensor-core sum of the chunk so far
+    top = np.empty(tc)
+    inv = np.empty(tc)
+    q = np.empty(tc)
+    prods = np.empty(group * tc)
+    for k0 in range(0, k, chunk):
+        for g0 in range(k0, min(k0 + chunk, k), group):
+            g1 = min(g0 + group, k0 + chunk, k)
+            first = g0 == k0
+            for j in range(tc):
+                top[j] = 0.0 if first else abs(carry[j])
+            for g in range(g0, g1):
+                av = a[i, r, g]
+                row = (g - g0) * tc
+                for j in range(tc):
+                    p = av * b[i, g, c0 + j]
+                    prods[row + j] = p
+                    top[j] = _nan_max(top[j], abs(p))
+            for j in range(tc):
+                inv[j] = math.ldexp(1.0, k_bits - math.frexp(top[j])[1])  # 1 / the grid's step
+                q[j] = 0.0 if first else _cut(carry[j] * inv[j], rne)
+            for g in range(g1 - g0):
+                row = g * tc
+                for j in range(tc):
+                    q[j] += _cut(prods[row + j] * inv[j], rne)  # integers below 2^k each: the sum is exact
+            for j in range(tc):
+                carry[j] = q[j] / inv[j]
+        for j in range(tc):
+            x = carry[j] if k0 == 0 else acc[j] + carry[j]
+            acc[j] = _round(x, fp32, grid, constants, max_bits, over_bits)
+    for j in range(tc):
+        s[i, r, c0 + j] = acc[j]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _align(s: np.ndarray, a: np.ndarray, b: np.ndarray, k_bits: int, rne: bool, chunk: int, group: int,
+           columns: int, fp32: bool, grid: bool, precision: int, min_exp: int, max_bits: np.int64,
+           over_bits: np.int64) -> None:
+    bt, m, _ = a.shape
+    n = b.shape[2]
+    n_cols = (n + columns - 1) // columns
+    constants = _constants(precision, min_exp)
+    for t in prange(bt * m * n_cols):
+        i, rest = t // (m * n_cols), t % (m * n_cols)
+        r, c0 = rest // n_cols, (rest % n_cols) * columns
+        _align_tile(s, a, b, i, r, c0, min(columns, n - c0), k_bits, rne, chunk, group, fp32, grid, constants,
+                    max_bits, over_bits)
+
+
+def _grid_args(grid: FloatGrid) -> tuple:
+    over = grid.max if grid.saturate else np.inf
+    return (grid == FP32, grid != FP32, grid.precision, grid.min_exp, np.float64(grid.max).view(np.int64),
+            np.float64(over).view(np.int64))
+
+
+def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int, group: int,
+                 promote: FloatGrid) -> torch.Tensor:
+    """``a @ b`` (float64 ``[Bt, M, K] @ [Bt, K, N]`` on the CPU) as the ``align:k`` tensor-core model sums it:
+    per ``group`` of products (and the running tensor-core sum) aligned to their largest exponent and cut to
+    ``k`` bits below it; every ``chunk`` added into a running sum rounded onto ``promote``. Float64 ``[Bt, M,
+    N]``."""
+    a, b = a.contiguous(), b.contiguous()
+    s = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=torch.float64)
+    if s.numel():
+        _align(s.numpy(), a.numpy(), b.numpy(), k, rne, chunk, min(group, chunk), COLUMNS, *_grid_args(promote))
+    return s
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _fixed_tile(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0: int,
+                tc: int, scale: float, rne: bool, chunk: int, lo: float, hi: float, policy: int) -> None:
+    """The register of one row's tile: chunk sums of cut products, the policy after every chunk; ``reached``
+    gets the tile's least and greatest running sums (for the error message)."""
+    k = a.shape[2]
+    acc = np.zeros(tc)
+    part = np.empty(tc)
+    low, high = np.inf, -np.inf
+    span = hi - lo + 1
+    for k0 in range(0, k, chunk):
+        part[:] = 0.0
+        for g in range(k0, min(k0 + chunk, k)):
+            av = a[i, r, g]
+            for j in range(tc):
+                part[j] += _cut(av * b[i, g, c0 + j] * scale, rne)
+        for j in range(tc):
+            x = part[j] if k0 == 0 else acc[j] + part[j]
+            low, high = min(low, x), max(high, x)
+            if policy == 1:
+                x = min(max(x, lo), hi)
+            elif policy == 2:
+                x = (x - lo) % span + lo
+            acc[j] = x
+    for j in range(tc):
+        n_out[i, r, c0 + j] = acc[j]
+    reached[0], reached[1] = low, high
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _fixed(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float, rne: bool,
+           chunk: int, columns: int, lo: float, hi: float, policy: int) -> None:
+    bt, m, _ = a.shape
+    n = b.shape[2]
+    n_cols = (n + columns - 1) // columns
+    for t in prange(bt * m * n_cols):
+        i, rest = t // (m * n_cols), t % (m * n_cols)
+        r, c0 = rest // n_cols, (rest % n_cols) * columns
+        _fixed_tile(n_out, reached[t], a, b, i, r, c0, min(columns, n - c0), scale, rne, chunk, lo, hi, policy)
+
+
+def fixed_matmul(a: torch.Tensor, b: torch.Tensor, width: int, frac: int, rne: bool, chunk: int,
+                 overflow: str) -> tuple[torch.Tensor, float, float]:
+    """The ``width``-bit register's running sums (integers, units of ``2^-frac``) of ``a @ b`` (float64 ``[Bt, M,
+    K] @ [Bt, K, N]`` on the CPU), each product cut onto the grid, ``overflow`` (``saturate``, ``wrap``; else
+    none) applied after every ``chunk``: float64 ``[Bt, M, N]``, and the least and greatest running sums reached
+    before the policy (for ``error``)."""
+    a, b = a.contiguous(), b.contiguous()
+    bt, m, n = a.shape[0], a.shape[1], b.shape[2]
+    out = torch.zeros(bt, m, n, dtype=torch.float64)
+    reached = np.zeros((max(1, bt * m * -(-n // COLUMNS)), 2))
+    if out.numel():
+        _fixed(out.numpy(), reached, a.numpy(), b.numpy(), 2.0**frac, rne, chunk, COLUMNS,
+               -(2.0 ** (width - 1)), 2.0 ** (width - 1) - 1, OVERFLOW_CODES.get(overflow, 0))
+    return out, float(reached[:, 0].min()), float(reached[:, 1].max())
+
+
+__all__ = ["align_matmul", "fixed_matmul", "COLUMNS"]
