@@ -109,7 +109,7 @@ def caption(workload: str, limit: int | None) -> str:
 
 
 INTRO = ("Storage of every Linear layer's weights and inputs and of the attention operands; arithmetic as the "
-         "accumulator column says (``none``: FP32 arithmetic, as the storage-only simulation); energy of one "
+         "accumulator column says (none: FP32 arithmetic, as the storage-only simulation); energy of one "
          "example forward (the lab's table, full accounting, attention products priced with the same compute).")
 
 

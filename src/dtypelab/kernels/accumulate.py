@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -36,6 +37,7 @@ _INF = np.int64(0x7FF0000000000000)
 GEMM_WORK = 1 << 18  # multiply-adds per BLAS call at most, where the tiles allow
 MAX_TILE = 1 << 14  # outputs a tile has at most (its running sum and chunk sum stay in a core's L2 cache)
 MIN_TILE = 16  # rows and columns a tile has at least (long chunks make the tiles smaller)
+_ONE_CALL = threading.Lock()  # one kernel at a time sets BLAS's thread count and puts it back
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
     fp32 = a.dtype == torch.float32 or grid == FP32
     bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
         bias.to(torch.float64).expand(bt, m, n)
-    with _blas_threads().limit(limits=1):
+    with _ONE_CALL, _blas_threads().limit(limits=1):
         _accumulate_matmul(_gemm(a.dtype), s.numpy(), a.numpy(), b.numpy(), bias3.numpy(), bias is not None, chunk,
                            piece, rows, cols, grid.precision, grid.min_exp, np.float64(grid.max).view(np.int64),
                            np.float64(over).view(np.int64), fp32, grid != FP32, grid == FP32)
