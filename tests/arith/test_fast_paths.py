@@ -248,3 +248,23 @@ def test_kernels_equal_the_torch_loops(compute):
     b = e4m3.quantize(torch.randn(200, 30, generator=g, dtype=torch.float64) / 3)
     kernel = Compute.parse(compute).matmul(a, b)
     assert torch.equal(kernel, Compute.parse({**compute, "product": "fp32"}).matmul(a, b))
+
+
+@pytest.mark.parametrize("backend", ["torch", "scipy"])
+@pytest.mark.parametrize("precision", ["fp64", "fp32"])
+def test_each_blas_gives_the_reference(monkeypatch, backend, precision):
+    """The kernel on torch's MKL (held to one thread per kernel thread) and on SciPy's OpenBLAS (held to one
+    thread through threadpoolctl): operands on a grid of 1/8 and 1/4 below 2 and 4 (chunk sums exact in float64
+    and float32), K not a multiple of the chunk, chunks cut into pieces: the per-chunk reference bit for bit."""
+    lib = accumulate.torch_blas() if backend == "torch" else accumulate.scipy_blas()
+    if lib is None:
+        pytest.skip("torch's library exports no BLAS on this platform; SciPy's is used")
+    monkeypatch.setattr(accumulate, "blas", lambda: lib)
+    monkeypatch.setattr(accumulate, "GEMM_WORK", 5000)
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(-16, 17, (40, 300), generator=g).double() / 8
+    b = torch.randint(-16, 17, (300, 70), generator=g).double() / 4
+    c = Compute.parse({"accumulator": "bf16", "chunk": 64, "precision": precision})
+    assert accumulate.tiles(64, 40, 70)[2] < 64  # pieces
+    got = c.matmul(a, b)
+    assert torch.equal(got, _reference(c, a, b)) and not torch.equal(got, a @ b)
