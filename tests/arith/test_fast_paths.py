@@ -268,3 +268,21 @@ def test_each_blas_gives_the_reference(monkeypatch, backend, precision):
     assert accumulate.tiles(64, 40, 70)[2] < 64  # pieces
     got = c.matmul(a, b)
     assert torch.equal(got, _reference(c, a, b)) and not torch.equal(got, a @ b)
+
+
+def test_transposed_and_broadcast_operands_give_the_same_bits():
+    """Operands BLAS reads transposed (a weight's ``.T``, attention's ``Kᵀ``), a batch broadcast with stride 0
+    and a strided slice that has to be copied: the bits of the contiguous operands."""
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(3, 20, 90, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 90, 40, generator=g, dtype=torch.float64)
+    c = Compute.parse({"accumulator": "fp16", "chunk": 16})
+    want = c.matmul(a, b)
+    a_t = a.transpose(1, 2).contiguous().transpose(1, 2)  # column-major rows
+    b_t = b.transpose(1, 2).contiguous().transpose(1, 2)
+    assert a_t.stride(1) == 1 and b_t.stride(1) == 1
+    for x, y in ((a_t, b), (a, b_t), (a_t, b_t)):
+        assert torch.equal(c.matmul(x, y), want)
+    assert torch.equal(c.matmul(a, b[:1].expand(3, 90, 40)), c.matmul(a, b[:1].repeat(3, 1, 1)))
+    wide = torch.randn(3, 20, 180, generator=g, dtype=torch.float64)
+    assert torch.equal(c.matmul(wide[..., ::2], b), c.matmul(wide[..., ::2].contiguous(), b))
