@@ -271,8 +271,8 @@ def test_each_blas_gives_the_reference(monkeypatch, backend, precision):
 
 
 def test_transposed_and_broadcast_operands_give_the_same_bits():
-    """Operands BLAS reads transposed (a weight's ``.T``, attention's ``Kᵀ``), a batch broadcast with stride 0
-    and a strided slice that has to be copied: the bits of the contiguous operands."""
+    """Column-major operands (a weight's ``.T``, attention's ``Kᵀ``), a batch broadcast with stride 0 and a
+    strided slice: the bits of the contiguous operands."""
     g = torch.Generator().manual_seed(11)
     a = torch.randn(3, 20, 90, generator=g, dtype=torch.float64)
     b = torch.randn(3, 90, 40, generator=g, dtype=torch.float64)

@@ -115,36 +115,34 @@ def _call_int(typingctx, fn, value):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, a_ld: int, b_ld: int,
-          bias: np.ndarray, has_bias: bool, i: int, r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int,
-          precision: int, min_exp: int, max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool,
-          bias_fp32: bool) -> None:
+def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
+          has_bias: bool, i: int, r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int, precision: int,
+          min_exp: int, max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
     """``s[i, r0:r0+tr, c0:c0+tc]``: the running sum chunk by chunk (each chunk's sum by BLAS, a piece at a
     time), rounded after every add, then the bias. ``one_thread``: the BLAS's per-thread thread count setter, or
-    0. ``a`` and ``b`` are row-major in their last two dimensions, or column-major where their leading dimension
-    ``a_ld`` / ``b_ld`` is negative (BLAS reads them transposed)."""
-    k = a.shape[2]
+    0."""
+    _, m, k = a.shape
+    n = b.shape[2]
     size = a.itemsize
     acc = np.zeros(tr * tc)  # the running sum, row-major [tr, tc]
     part = np.empty(tr * tc, dtype=a.dtype)  # a chunk's sum: column-major [tc, tr] to BLAS
     flags = np.full(2, ord("N"), dtype=np.uint8)
-    flags[0], flags[1] = ord("T") if b_ld < 0 else ord("N"), ord("T") if a_ld < 0 else ord("N")
     dims = np.empty(6, dtype=np.int32)  # m, n, k, lda, ldb, ldc (column-major)
-    dims[0], dims[1], dims[3], dims[4], dims[5] = tc, tr, abs(b_ld), abs(a_ld), tc
+    dims[0], dims[1], dims[3], dims[4], dims[5] = tc, tr, n, k, tc
     alpha_beta = np.ones(3, dtype=a.dtype)  # alpha; beta of a chunk's first piece (0), of the others (1)
     alpha_beta[1] = 0
     constants = _constants(precision, min_exp)
     before = _call_int(one_thread, np.int32(1)) if one_thread else np.int32(0)
+    a_row = a.ctypes.data + ((i * m + r0) * k) * size
+    b_col = b.ctypes.data + (i * k * n + c0) * size
     for k0 in range(0, k, chunk):
         for p0 in range(k0, min(k0 + chunk, k), piece):
             dims[2] = min(piece, k0 + chunk - p0, k - p0)
             beta = alpha_beta.ctypes.data + (size if p0 == k0 else 2 * size)
-            # part^T (+)= b[i, p0:, c0:]^T a[i, r0:, p0:]^T, column-major to BLAS
-            b_at = b.ctypes.data + i * b.strides[0] + p0 * b.strides[1] + c0 * b.strides[2]
-            a_at = a.ctypes.data + i * a.strides[0] + r0 * a.strides[1] + p0 * a.strides[2]
+            # part^T (+)= b[p0:, c0:]^T a[r0:, p0:]^T, all three column-major to BLAS
             _call_gemm(gemm, flags.ctypes.data, flags.ctypes.data + 1, dims.ctypes.data, dims.ctypes.data + 4,
-                       dims.ctypes.data + 8, alpha_beta.ctypes.data, b_at, dims.ctypes.data + 12, a_at,
-                       dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
+                       dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
+                       a_row + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
         for j in range(tr * tc):
             acc[j] = _round(acc[j] + part[j], fp32, grid, constants, max_bits, over_bits)
     if one_thread:
@@ -158,18 +156,17 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _accumulate_matmul(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, a_ld: int, b_ld: int,
-                       bias: np.ndarray, has_bias: bool, chunk: int, piece: int, rows: int, cols: int, precision: int,
-                       min_exp: int, max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool,
-                       bias_fp32: bool) -> None:
+def _accumulate_matmul(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
+                       has_bias: bool, chunk: int, piece: int, rows: int, cols: int, precision: int, min_exp: int,
+                       max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
     bt, m, _ = a.shape
     n = b.shape[2]
     n_rows, n_cols = (m + rows - 1) // rows, (n + cols - 1) // cols
     for t in prange(bt * n_rows * n_cols):
         i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
         r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * cols
-        _tile(gemm, one_thread, s, a, b, a_ld, b_ld, bias, has_bias, i, r0, c0, min(rows, m - r0),
-              min(cols, n - c0), chunk, piece, precision, min_exp, max_bits, over_bits, fp32, grid, bias_fp32)
+        _tile(gemm, one_thread, s, a, b, bias, has_bias, i, r0, c0, min(rows, m - r0), min(cols, n - c0), chunk, piece,
+              precision, min_exp, max_bits, over_bits, fp32, grid, bias_fp32)
 
 
 @dataclass(frozen=True)
@@ -232,19 +229,6 @@ def tiles(chunk: int, m: int, n: int) -> tuple[int, int, int]:
     return rows, cols, max(1, min(chunk, GEMM_WORK // (rows * cols)))
 
 
-def _blas_layout(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``x`` ``[Bt, R, C]`` as BLAS can read each batch: itself where it is row-major (its leading dimension) or
-    column-major (minus its leading dimension: a transposed view, such as a weight's ``.T``), else a row-major
-    copy."""
-    _, r, c = x.shape
-    rows, cols = x.stride(1), x.stride(2)
-    if cols == 1 and rows >= max(1, c):
-        return x, rows
-    if rows == 1 and cols >= max(1, r):
-        return x, -cols
-    return x.contiguous(), max(1, c)
-
-
 def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatGrid,
                       bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b`` (``[Bt, M, K] @ [Bt, K, N]`` on the CPU, float64; or float32: chunk sums and adds in float32, as
@@ -253,7 +237,7 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
     N]``."""
     bt, m, k = a.shape
     n = b.shape[-1]
-    (a, a_ld), (b, b_ld) = _blas_layout(a), _blas_layout(b)
+    a, b = a.contiguous(), b.contiguous()
     s = torch.empty(bt, m, n, dtype=torch.float64)
     if s.numel() == 0:
         return s
@@ -265,8 +249,8 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
         bias.to(torch.float64).expand(bt, m, n)
     lib = blas()
     with _ONE_CALL, nullcontext() if lib.one_thread else _blas_threads().limit(limits=1):
-        _accumulate_matmul(lib.gemm(a.dtype), lib.one_thread, s.numpy(), a.numpy(), b.numpy(), a_ld, b_ld,
-                           bias3.numpy(), bias is not None, chunk, piece, rows, cols, grid.precision, grid.min_exp,
+        _accumulate_matmul(lib.gemm(a.dtype), lib.one_thread, s.numpy(), a.numpy(), b.numpy(), bias3.numpy(),
+                           bias is not None, chunk, piece, rows, cols, grid.precision, grid.min_exp,
                            np.float64(grid.max).view(np.int64), np.float64(over).view(np.int64), fp32, grid != FP32,
                            grid == FP32)
     return s
