@@ -286,3 +286,18 @@ def test_transposed_and_broadcast_operands_give_the_same_bits():
     assert torch.equal(c.matmul(a, b[:1].expand(3, 90, 40)), c.matmul(a, b[:1].repeat(3, 1, 1)))
     wide = torch.randn(3, 20, 180, generator=g, dtype=torch.float64)
     assert torch.equal(c.matmul(wide[..., ::2], b), c.matmul(wide[..., ::2].contiguous(), b))
+
+
+@pytest.mark.parametrize("compute", [{"accumulator": "bf16", "chunk": 8}, {"accumulator": "fp32", "chunk": 8},
+                                     {"accumulator": "fp(5,10)", "chunk": 3, "output": "bf16"},
+                                     {"accumulator": "quire"}, {"accumulator": "align:13", "group": 4}])
+def test_a_float32_result_is_the_float64_result_cast(compute):
+    """``dtype=float32`` (what a layer asks for; the format accumulator's kernel writes it directly) is the
+    float64 result cast, bias and output rounding included."""
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(2, 7, 30, generator=g) * 300
+    b = torch.randn(30, 9, generator=g)
+    bias = torch.randn(9, generator=g)
+    c = Compute.parse(compute)
+    got = c.matmul(a, b, bias, dtype=torch.float32)
+    assert got.dtype == torch.float32 and torch.equal(got, c.matmul(a, b, bias).float())

@@ -70,7 +70,7 @@ class AttentionForward:
             a, b = fake_quantize(a, self.operands), fake_quantize(b, self.operands)
         if self.compute is None:
             return torch.matmul(a, b)
-        return straight_through(self.compute.matmul(a, b).to(a.dtype), lambda: torch.matmul(a, b), (a, b))
+        return straight_through(self.compute.matmul(a, b, dtype=a.dtype), lambda: torch.matmul(a, b), (a, b))
 
     def probabilities(self, scores: torch.Tensor, p: float) -> torch.Tensor:
         """``dropout(round(softmax(scores)))``, ``p`` the dropout probability (0 in eval)."""

@@ -77,7 +77,8 @@ class FormatAcc:
     def __str__(self) -> str:
         return str(self.fmt)
 
-    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
+    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
         r = self.fmt
         if c.order == "pairwise" or not c.product.exact:
             parts = _chunk_sums(a, b, c)
@@ -97,14 +98,14 @@ class FormatAcc:
             k, n = a.shape[-1], b.shape[-1]
             chunk = min(c.chunk or self.default_chunk, k)
             if r.grid is not None and a.device.type == "cpu":  # tiles in cache, BLAS chunk sums, rounding: numba
-                return accumulate_matmul(a_, b_, chunk, r.grid, bias)
+                return accumulate_matmul(a_, b_, chunk, r.grid, bias, dtype)
             # elsewhere: one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
             s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
             for i in range(0, k, chunk):
                 p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
                 s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
             s = s.to(torch.float64)
-        return s if bias is None else r(s + bias)
+        return (s if bias is None else r(s + bias)).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,9 @@ class Quire:
     def __str__(self) -> str:
         return "quire"
 
-    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
-        return exact_matmul(a, b, bias)
+    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return exact_matmul(a, b, bias).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class Align:
             q += cut(carry * inv)
         return q / inv
 
-    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
+    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
         k = a.shape[-1]
         chunk = c.chunk or k
         group = min(c.group or chunk, chunk)
@@ -168,7 +171,7 @@ class Align:
             s = align_matmul(a, b, self.k, self.mode == "rne", chunk, group, promote.grid)
         else:
             s = _by_rows(a, b, block, per_row=b.shape[-1] * min(group + 1, k + 1))
-        return s if bias is None else promote(s + bias)
+        return (s if bias is None else promote(s + bias)).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,8 @@ class Fixed:
                                 f"(units of 2^-{self.frac}), outside [{lo:.0f}, {hi:.0f}]; set overflow: saturate "
                                 f"or wrap, or a wider accumulator")
 
-    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute) -> torch.Tensor:
+    def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
         k = a.shape[-1]
         chunk = c.chunk or k
         on_grid = c.product.exact and _integers(a) and _integers(torch.ldexp(b, torch.tensor(self.frac)))
@@ -235,7 +239,7 @@ class Fixed:
                                 for c0 in range(0, k, chunk)), c.overflow)
         if bias is not None:
             n = self._overflow(n + self._grid(bias), c.overflow)
-        return torch.ldexp(n, torch.tensor(-self.frac))
+        return torch.ldexp(n, torch.tensor(-self.frac)).to(dtype)
 
 
 def _integers(x: torch.Tensor) -> bool:
@@ -367,16 +371,18 @@ class Compute:
         return isinstance(self.accumulator, Fixed)
 
     def matmul(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
-               scales: tuple[torch.Tensor | float, torch.Tensor | float] = (1.0, 1.0)) -> torch.Tensor:
+               scales: tuple[torch.Tensor | float, torch.Tensor | float] = (1.0, 1.0),
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """``a @ b (+ bias)`` (``a [..., M, K]``, ``b [..., K, N]``, broadcast batch dims) as this compute does
-        it, as float64, output rounding included. ``scales`` (fixed point only): power-of-two scales of ``a``
-        (one, or one per row) and ``b`` (one, or one per column); the register holds ``a/s_a * b/s_b``.
+        it, output rounding included, in ``dtype`` (float64, or the layer's dtype: the CPU kernel of a format
+        accumulator writes it directly). ``scales`` (fixed point only): power-of-two scales of ``a`` (one, or one
+        per row) and ``b`` (one, or one per column); the register holds ``a/s_a * b/s_b``.
         """
         with torch.no_grad():
-            return self._matmul(a.detach(), b.detach(), None if bias is None else bias.detach(), scales)
+            return self._matmul(a.detach(), b.detach(), None if bias is None else bias.detach(), scales, dtype)
 
     def _matmul(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
-                scales: tuple[torch.Tensor | float, torch.Tensor | float]) -> torch.Tensor:
+                scales: tuple[torch.Tensor | float, torch.Tensor | float], dtype: torch.dtype) -> torch.Tensor:
         a64, b64 = a.to(torch.float64), b.to(torch.float64)
         batch = torch.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
         m, k, n = a64.shape[-2], a64.shape[-1], b64.shape[-1]
@@ -396,13 +402,14 @@ class Compute:
         if k == 0:
             out = torch.zeros(a3.shape[0], m, n, dtype=torch.float64, device=a.device)
             out = out if bias3 is None else out + bias3
-        else:
-            out = self.accumulator.run(a3, b3, bias3, self)
+        else:  # in float64 where the unit or the output rounding still applies
+            out = self.accumulator.run(a3, b3, bias3, self, dtype if unit is None and self.output is None
+                                       else torch.float64)
         if unit is not None:
             out = out * unit
         if self.output is not None:
             out = self.output(out)
-        return out.reshape(*batch, m, n)
+        return out.to(dtype).reshape(*batch, m, n)
 
 
 _ACC_TYPES = (FormatAcc, Quire, Align, Fixed)

@@ -253,8 +253,8 @@ class LayerForward:
         if self.kind == "Linear" or self.transposed:
             x2 = input.reshape(-1, input.shape[-1])
             wt = w if self.transposed else w.T  # [in, out]: a view, no copy
-            y = self.compute.matmul(x2, wt, bias=b, scales=(sx, sw))
-            y = y.to(input.dtype).reshape(*input.shape[:-1], wt.shape[1])
+            y = self.compute.matmul(x2, wt, bias=b, scales=(sx, sw), dtype=input.dtype)
+            y = y.reshape(*input.shape[:-1], wt.shape[1])
             return straight_through(y, lambda: F.linear(input, wt.T, b), (input, w, b))
         return straight_through(self._conv(input, w, b, sx, sw), lambda: m._conv_forward(input, w, b), (input, w, b))
 
@@ -272,7 +272,7 @@ class LayerForward:
         wid = (x.shape[3] + 2 * pad[1] - dil[1] * (kernel[1] - 1) - 1) // stride[1] + 1
         bias = None if b is None else b.reshape(-1, 1)
         # rows of the product are output channels (weight scales), columns positions (the input's one scale)
-        y = self.compute.matmul(w.reshape(w.shape[0], -1), cols, bias=bias, scales=(sw, sx)).to(x.dtype)
+        y = self.compute.matmul(w.reshape(w.shape[0], -1), cols, bias=bias, scales=(sw, sx), dtype=x.dtype)
         y = y.reshape(x.shape[0], w.shape[0], hgt, wid)
         return y.squeeze(2) if one_d else y
 

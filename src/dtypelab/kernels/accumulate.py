@@ -230,15 +230,15 @@ def tiles(chunk: int, m: int, n: int) -> tuple[int, int, int]:
 
 
 def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatGrid,
-                      bias: torch.Tensor | None = None) -> torch.Tensor:
+                      bias: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``a @ b`` (``[Bt, M, K] @ [Bt, K, N]`` on the CPU, float64; or float32: chunk sums and adds in float32, as
     a float32 register would) summed ``chunk`` products at a time into a running sum rounded onto ``grid`` after
-    every add, then ``round(s + bias)`` in float64 (``bias`` broadcastable to ``[Bt, M, N]``); float64 ``[Bt, M,
-    N]``."""
+    every add, then ``round(s + bias)`` in float64 (``bias`` broadcastable to ``[Bt, M, N]``); ``[Bt, M, N]`` in
+    ``dtype`` (float64, or float32: the sums cast as they are written)."""
     bt, m, k = a.shape
     n = b.shape[-1]
     a, b = a.contiguous(), b.contiguous()
-    s = torch.empty(bt, m, n, dtype=torch.float64)
+    s = torch.empty(bt, m, n, dtype=dtype)
     if s.numel() == 0:
         return s
     chunk = min(chunk, k)
