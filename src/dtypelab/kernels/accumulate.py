@@ -37,8 +37,8 @@ from threadpoolctl import ThreadpoolController
 
 _MAG = np.int64(0x7FFFFFFFFFFFFFFF)
 _INF = np.int64(0x7FF0000000000000)
-GEMM_WORK = 1 << 18  # multiply-adds per BLAS call at most, where the tiles allow
-MAX_TILE = 1 << 14  # outputs a tile has at most (its running sum and chunk sum stay in a core's L2 cache)
+GEMM_WORK = 1 << 20  # multiply-adds per BLAS call at most, where the tiles allow
+MAX_TILE = 1 << 15  # outputs a tile has at most (its running sum and chunk sum stay in a core's L2 cache)
 MIN_TILE = 16  # rows and columns a tile has at least (long chunks make the tiles smaller)
 _ONE_CALL = threading.Lock()  # one kernel at a time sets BLAS's thread count and puts it back
 
@@ -221,7 +221,7 @@ def tiles(chunk: int, m: int, n: int) -> tuple[int, int, int]:
     tile, tiles wide rather than tall, at least ``MIN_TILE`` rows and columns (less where the output has less).
 
     >>> tiles(32, 2592, 1536), tiles(1, 2592, 1536), tiles(1536, 2592, 384)
-    ((64, 128, 32), (64, 256, 1), (16, 32, 512))
+    ((128, 256, 32), (128, 256, 1), (21, 32, 1536))
     """
     area = max(MIN_TILE * MIN_TILE, min(MAX_TILE, GEMM_WORK // chunk))
     cols = min(n, max(MIN_TILE, 1 << (int(area**0.5) * 2).bit_length() - 1))
