@@ -58,7 +58,7 @@ FP32 = FloatGrid(24, -149, float(np.finfo(np.float32).max), saturate=False)  # I
 
 
 @njit(cache=True, nogil=True)
-def _constants(precision: int, min_exp: int) -> tuple[int, np.int64, np.int64, np.int64, float]:
+def grid_constants(precision: int, min_exp: int) -> tuple[int, np.int64, np.int64, np.int64, float]:
     """What rounding onto the grid needs: the bits cut from a float64 significand, the mask that keeps the rest,
     half a step less one, the smallest normal's bits, and ``2^(min_exp+52)`` (``|x| + magic - magic`` rounds
     ``|x|`` below it onto steps of ``2^min_exp``)."""
@@ -68,7 +68,8 @@ def _constants(precision: int, min_exp: int) -> tuple[int, np.int64, np.int64, n
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _round(x: float, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64, over_bits: np.int64) -> float:
+def round_to_grid(x: float, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64,
+                  over_bits: np.int64) -> float:
     """``x`` rounded to float32 if ``fp32``, then onto the grid if ``grid`` (and back to float32 if ``fp32``),
     without branches (the compiler vectorises loops of it)."""
     if fp32:
@@ -131,7 +132,7 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
     dims[0], dims[1], dims[3], dims[4], dims[5] = tc, tr, n, k, tc
     alpha_beta = np.ones(3, dtype=a.dtype)  # alpha; beta of a chunk's first piece (0), of the others (1)
     alpha_beta[1] = 0
-    constants = _constants(precision, min_exp)
+    constants = grid_constants(precision, min_exp)
     before = _call_int(one_thread, np.int32(1)) if one_thread else np.int32(0)
     a_row = a.ctypes.data + ((i * m + r0) * k) * size
     b_col = b.ctypes.data + (i * k * n + c0) * size
@@ -144,14 +145,15 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
                        dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
                        a_row + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
         for j in range(tr * tc):
-            acc[j] = _round(acc[j] + part[j], fp32, grid, constants, max_bits, over_bits)
+            acc[j] = round_to_grid(acc[j] + part[j], fp32, grid, constants, max_bits, over_bits)
     if one_thread:
         _call_int(one_thread, before)
     for r in range(tr):
         for c in range(tc):
             x = acc[r * tc + c]
             if has_bias:
-                x = _round(x + bias[i, r0 + r, c0 + c], bias_fp32, not bias_fp32, constants, max_bits, over_bits)
+                x = round_to_grid(x + bias[i, r0 + r, c0 + c], bias_fp32, not bias_fp32, constants, max_bits,
+                                  over_bits)
             s[i, r0 + r, c0 + c] = x
 
 
@@ -256,4 +258,4 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
     return s
 
 
-__all__ = ["FP32", "Blas", "FloatGrid", "accumulate_matmul", "blas", "tiles"]
+__all__ = ["FP32", "Blas", "FloatGrid", "accumulate_matmul", "blas", "grid_constants", "round_to_grid", "tiles"]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from dtypelab.kernels.accumulate import FP32, FloatGrid, _constants, _round
+from dtypelab.kernels.accumulate import FP32, FloatGrid, grid_constants, round_to_grid
 
 COLUMNS = 256  # output columns a tile holds (its products, group by group, stay in a core's L1/L2 cache)
 OVERFLOW_CODES = {"saturate": 1, "wrap": 2}  # any other policy: none in the kernel
@@ -83,7 +83,7 @@ def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0:
                 carry[j] = q[j] / inv[j]
         for j in range(tc):
             x = carry[j] if k0 == 0 else acc[j] + carry[j]
-            acc[j] = _round(x, fp32, grid, constants, max_bits, over_bits)
+            acc[j] = round_to_grid(x, fp32, grid, constants, max_bits, over_bits)
     for j in range(tc):
         s[i, r, c0 + j] = acc[j]
 
@@ -95,7 +95,7 @@ def _align(s: np.ndarray, a: np.ndarray, b: np.ndarray, k_bits: int, rne: bool, 
     bt, m, _ = a.shape
     n = b.shape[2]
     n_cols = (n + columns - 1) // columns
-    constants = _constants(precision, min_exp)
+    constants = grid_constants(precision, min_exp)
     for t in prange(bt * m * n_cols):
         i, rest = t // (m * n_cols), t % (m * n_cols)
         r, c0 = rest // n_cols, (rest % n_cols) * columns
