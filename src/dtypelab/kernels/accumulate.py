@@ -125,7 +125,7 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
     _, m, k = a.shape
     n = b.shape[2]
     size = a.itemsize
-    acc = np.zeros(tr * tc)  # the running sum, row-major [tr, tc]
+    acc = np.zeros(tr * tc, dtype=a.dtype)  # the running sum, row-major [tr, tc]; float32 adds in float32
     part = np.empty(tr * tc, dtype=a.dtype)  # a chunk's sum: column-major [tc, tr] to BLAS
     flags = np.full(2, ord("N"), dtype=np.uint8)
     dims = np.empty(6, dtype=np.int32)  # m, n, k, lda, ldb, ldc (column-major)
@@ -145,7 +145,7 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
                        dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
                        a_row + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
         for j in range(tr * tc):
-            acc[j] = round_to_grid(acc[j] + part[j], fp32, grid, constants, max_bits, over_bits)
+            acc[j] = round_to_grid(np.float64(acc[j] + part[j]), fp32, grid, constants, max_bits, over_bits)
     if one_thread:
         _call_int(one_thread, before)
     for r in range(tr):
@@ -246,7 +246,7 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
     chunk = min(chunk, k)
     rows, cols, piece = tiles(chunk, m, n)
     over = grid.max if grid.saturate else np.inf
-    fp32 = a.dtype == torch.float32 or grid == FP32
+    fp32 = a.dtype == torch.float64 and grid == FP32  # float32 operands: the float32 running sum rounds itself
     bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
         bias.to(torch.float64).expand(bt, m, n)
     lib = blas()
