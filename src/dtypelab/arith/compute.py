@@ -383,7 +383,8 @@ class Compute:
 
     def _matmul(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
                 scales: tuple[torch.Tensor | float, torch.Tensor | float], dtype: torch.dtype) -> torch.Tensor:
-        a64, b64 = a.to(torch.float64), b.to(torch.float64)
+        a64 = a.to(torch.float64)
+        b64 = b.to(torch.float64, memory_format=torch.contiguous_format)  # a weight's .T: one copy, row-major
         batch = torch.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
         m, k, n = a64.shape[-2], a64.shape[-1], b64.shape[-1]
         if b64.shape[-2] != k:
