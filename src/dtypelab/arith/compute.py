@@ -12,7 +12,7 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
     running sum and the products span fewer than 53 bits, as products of 8- and 16-bit formats on chunks of
     practical length do), and the result is rounded once; ``chunk: 1`` rounds after every product (a sequential
     accumulator). ``precision: fp32`` does those sums and adds in float32 instead, as a float32 register would
-    (bits below float32's are lost before the accumulator's rounding; on the CPU it is no faster).
+    (faster; bits below float32's are lost before the accumulator's rounding).
     ``order: pairwise`` adds the chunk sums in a binary tree, rounding at every node, instead of left to right;
   - ``quire``: exact accumulation, one rounding at the end (the posit standard's fused dot product);
   - ``align:k[/rz|/rne]``: the tensor-core model. The products of a ``group`` (default: the whole chunk) and
