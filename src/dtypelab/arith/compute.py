@@ -194,8 +194,13 @@ class Fixed:
         q = torch.ldexp(x, torch.tensor(self.frac, device=x.device))
         return torch.trunc(q) if self.mode == "rz" else torch.round(q)
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The register's least and greatest integers."""
+        return -(2.0 ** (self.width - 1)), 2.0 ** (self.width - 1) - 1
+
     def _overflow(self, n: torch.Tensor, policy: str) -> torch.Tensor:
-        lo, hi = -(2.0 ** (self.width - 1)), 2.0 ** (self.width - 1) - 1
+        lo, hi = self.bounds
         if policy == "saturate":
             return n.clamp(lo, hi)
         if policy == "wrap":
@@ -213,7 +218,7 @@ class Fixed:
 
     def _check(self, low: float, high: float) -> None:
         """OverflowError where running sums reached ``[low, high]`` outside the register."""
-        lo, hi = -(2.0 ** (self.width - 1)), 2.0 ** (self.width - 1) - 1
+        lo, hi = self.bounds
         if low < lo or high > hi:
             raise OverflowError(f"accumulator {self} overflowed: a running sum reached [{low:.0f}, {high:.0f}] "
                                 f"(units of 2^-{self.frac}), outside [{lo:.0f}, {hi:.0f}]; set overflow: saturate "
@@ -228,7 +233,7 @@ class Fixed:
             parts = _chunk_sums(a, b, replace(c, chunk=chunk))
             n = self._register((torch.ldexp(p, torch.tensor(self.frac)) for p in parts), c.overflow)
         elif a.device.type == "cpu" and c.product.exact:  # each product cut onto the grid in numba loops
-            n, low, high = fixed_matmul(a, b, self.width, self.frac, self.mode == "rne", chunk, c.overflow)
+            n, low, high = fixed_matmul(a, b, self.bounds, self.frac, self.mode == "rne", chunk, c.overflow)
             if c.overflow == "error":
                 self._check(low, high)
         else:

@@ -53,6 +53,11 @@ class FloatGrid:
     max: float
     saturate: bool
 
+    def kernel_args(self) -> tuple[int, int, np.int64, np.int64]:
+        """``precision``, ``min_exp`` and the bits of ``max`` and of the overflow result, as the kernels take them."""
+        over = self.max if self.saturate else np.inf
+        return self.precision, self.min_exp, np.float64(self.max).view(np.int64), np.float64(over).view(np.int64)
+
 
 FP32 = FloatGrid(24, -149, float(np.finfo(np.float32).max), saturate=False)  # IEEE single: a float32 cast
 
@@ -245,15 +250,13 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
         return s
     chunk = min(chunk, k)
     rows, cols, piece = tiles(chunk, m, n)
-    over = grid.max if grid.saturate else np.inf
     fp32 = a.dtype == torch.float64 and grid == FP32  # float32 operands: the float32 running sum rounds itself
     bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
         bias.to(torch.float64).expand(bt, m, n)
     lib = blas()
     with _ONE_CALL, nullcontext() if lib.one_thread else _blas_threads().limit(limits=1):
         _accumulate_matmul(lib.gemm(a.dtype), lib.one_thread, s.numpy(), a.numpy(), b.numpy(), bias3.numpy(),
-                           bias is not None, chunk, piece, rows, cols, grid.precision, grid.min_exp,
-                           np.float64(grid.max).view(np.int64), np.float64(over).view(np.int64), fp32, grid != FP32,
+                           bias is not None, chunk, piece, rows, cols, *grid.kernel_args(), fp32, grid != FP32,
                            grid == FP32)
     return s
 

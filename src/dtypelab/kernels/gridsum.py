@@ -5,7 +5,7 @@ than a tile of products (the ``align:k`` tensor-core model and the fixed-point r
 * :func:`align_matmul`: the products of a group (and the running tensor-core sum) aligned to the largest exponent
   among them and cut to ``k`` bits below it, summed exactly; every chunk the tensor-core sum is added into the
   promotion format's running sum and rounded onto its grid.
-* :func:`fixed_matmul`: each product cut onto the grid ``2^-frac`` and summed exactly in a ``width``-bit register;
+* :func:`fixed_matmul`: each product cut onto the grid ``2^-frac`` and summed exactly in a fixed-point register;
   the overflow policy applies to the running sum after every chunk and after the bias.
 
 ``cut``: truncation (``rz``) or rounding to nearest even (``rne``). Both are the torch loops of
@@ -18,7 +18,7 @@ Example:
     >>> b = torch.ones(1, 3, 1, dtype=torch.float64)
     >>> align_matmul(a, b, k=13, rne=False, chunk=3, group=3, promote=FP32).item()  # 2^-14 is below 13 bits
     1.0
-    >>> n, low, high = fixed_matmul(a, b, width=32, frac=14, rne=False, chunk=3, overflow="error")
+    >>> n, low, high = fixed_matmul(a, b, (-2.0**31, 2.0**31 - 1), frac=14, rne=False, chunk=3, overflow="error")
     >>> n.item(), low, high  # units of 2^-14
     (16386.0, 16386.0, 16386.0)
 """
@@ -103,12 +103,6 @@ def _align(s: np.ndarray, a: np.ndarray, b: np.ndarray, k_bits: int, rne: bool, 
                     max_bits, over_bits)
 
 
-def _grid_args(grid: FloatGrid) -> tuple:
-    over = grid.max if grid.saturate else np.inf
-    return (grid == FP32, grid != FP32, grid.precision, grid.min_exp, np.float64(grid.max).view(np.int64),
-            np.float64(over).view(np.int64))
-
-
 def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int, group: int,
                  promote: FloatGrid) -> torch.Tensor:
     """``a @ b`` (float64 ``[Bt, M, K] @ [Bt, K, N]`` on the CPU) as the ``align:k`` tensor-core model sums it:
@@ -118,7 +112,8 @@ def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int
     a, b = a.contiguous(), b.contiguous()
     s = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=torch.float64)
     if s.numel():
-        _align(s.numpy(), a.numpy(), b.numpy(), k, rne, chunk, min(group, chunk), COLUMNS, *_grid_args(promote))
+        _align(s.numpy(), a.numpy(), b.numpy(), k, rne, chunk, min(group, chunk), COLUMNS, promote == FP32,
+               promote != FP32, *promote.kernel_args())
     return s
 
 
@@ -163,19 +158,19 @@ def _fixed(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray,
         _fixed_tile(n_out, reached[t], a, b, i, r, c0, min(columns, n - c0), scale, rne, chunk, lo, hi, policy)
 
 
-def fixed_matmul(a: torch.Tensor, b: torch.Tensor, width: int, frac: int, rne: bool, chunk: int,
+def fixed_matmul(a: torch.Tensor, b: torch.Tensor, bounds: tuple[float, float], frac: int, rne: bool, chunk: int,
                  overflow: str) -> tuple[torch.Tensor, float, float]:
-    """The ``width``-bit register's running sums (integers, units of ``2^-frac``) of ``a @ b`` (float64 ``[Bt, M,
-    K] @ [Bt, K, N]`` on the CPU), each product cut onto the grid, ``overflow`` (``saturate``, ``wrap``; else
-    none) applied after every ``chunk``: float64 ``[Bt, M, N]``, and the least and greatest running sums reached
-    before the policy (for ``error``)."""
+    """The running sums (integers, units of ``2^-frac``) of ``a @ b`` (float64 ``[Bt, M, K] @ [Bt, K, N]`` on the
+    CPU) in a register holding the integers ``bounds`` (least, greatest), each product cut onto the grid,
+    ``overflow`` (``saturate``, ``wrap``; else none) applied after every ``chunk``: float64 ``[Bt, M, N]``, and the
+    least and greatest running sums reached before the policy (for ``error``)."""
     a, b = a.contiguous(), b.contiguous()
     bt, m, n = a.shape[0], a.shape[1], b.shape[2]
     out = torch.zeros(bt, m, n, dtype=torch.float64)
     reached = np.zeros((max(1, bt * m * -(-n // COLUMNS)), 2))
     if out.numel():
         _fixed(out.numpy(), reached, a.numpy(), b.numpy(), 2.0**frac, rne, chunk, COLUMNS,
-               -(2.0 ** (width - 1)), 2.0 ** (width - 1) - 1, OVERFLOW_CODES.get(overflow, 0))
+               *bounds, OVERFLOW_CODES.get(overflow, 0))
     return out, float(reached[:, 0].min()), float(reached[:, 1].max())
 
 
