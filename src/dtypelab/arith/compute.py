@@ -237,11 +237,11 @@ class Fixed:
             if c.overflow == "error":
                 self._check(low, high)
         else:
-            def one(a_blk: torch.Tensor, b_blk: torch.Tensor, c0: int) -> torch.Tensor:
-                p = _products(a_blk[..., c0:c0 + chunk], b_blk[..., c0:c0 + chunk, :], c.product)
-                return self._grid(p).sum(-2)
-            n = self._register((_by_rows(a, b, lambda x, y, c0=c0: one(x, y, c0), per_row=b.shape[-1] * min(chunk, k))
-                                for c0 in range(0, k, chunk)), c.overflow)
+            def chunk_sum(c0: int) -> torch.Tensor:  # the chunk's products cut onto the grid, summed
+                return _by_rows(a[..., c0:c0 + chunk], b[..., c0:c0 + chunk, :],
+                                lambda x, y: self._grid(_products(x, y, c.product)).sum(-2),
+                                per_row=b.shape[-1] * min(chunk, k))
+            n = self._register((chunk_sum(c0) for c0 in range(0, k, chunk)), c.overflow)
         if bias is not None:
             n = self._overflow(n + self._grid(bias), c.overflow)
         return torch.ldexp(n, torch.tensor(-self.frac)).to(dtype)
