@@ -301,3 +301,18 @@ def test_a_float32_result_is_the_float64_result_cast(compute):
     c = Compute.parse(compute)
     got = c.matmul(a, b, bias, dtype=torch.float32)
     assert got.dtype == torch.float32 and torch.equal(got, c.matmul(a, b, bias).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_results_are_the_float64_result_cast(dtype):
+    """A half-precision layer's result (the kernel writes only float32 and float64): the float64 result cast."""
+    g = torch.Generator().manual_seed(13)
+    a, b = torch.randn(5, 40, generator=g), torch.randn(40, 6, generator=g)
+    c = Compute.parse({"accumulator": "bf16", "chunk": 8})
+    got = c.matmul(a.to(dtype), b.to(dtype), dtype=dtype)
+    assert got.dtype == dtype and torch.equal(got, c.matmul(a.to(dtype), b.to(dtype)).to(dtype))
+
+
+def test_a_result_dtype_that_is_not_floating_point_is_refused():
+    with pytest.raises(ValueError, match="dtype must be a floating-point dtype, got torch.int32"):
+        Compute.parse("bf16").matmul(torch.ones(2, 3), torch.ones(3, 2), dtype=torch.int32)

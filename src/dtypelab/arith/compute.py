@@ -383,6 +383,8 @@ class Compute:
         accumulator writes it directly). ``scales`` (fixed point only): power-of-two scales of ``a`` (one, or one
         per row) and ``b`` (one, or one per column); the register holds ``a/s_a * b/s_b``.
         """
+        if not dtype.is_floating_point:
+            raise ValueError(f"matmul: dtype must be a floating-point dtype, got {dtype}")
         with torch.no_grad():
             return self._matmul(a.detach(), b.detach(), None if bias is None else bias.detach(), scales, dtype)
 
@@ -408,9 +410,9 @@ class Compute:
         if k == 0:
             out = torch.zeros(a3.shape[0], m, n, dtype=torch.float64, device=a.device)
             out = out if bias3 is None else out + bias3
-        else:  # in float64 where the unit or the output rounding still applies
-            out = self.accumulator.run(a3, b3, bias3, self, dtype if unit is None and self.output is None
-                                       else torch.float64)
+        else:  # in float64 where the unit or the output rounding still applies, or the kernels write no dtype
+            direct = unit is None and self.output is None and dtype in (torch.float32, torch.float64)
+            out = self.accumulator.run(a3, b3, bias3, self, dtype if direct else torch.float64)
         if unit is not None:
             out = out * unit
         if self.output is not None:
