@@ -77,7 +77,7 @@ def test_accumulate_equals_rounding_after_every_add(spec, fp32):
         else:
             want = r(want + p)
     rows = torch.cat([s0[None].to(parts.dtype), parts]).T.contiguous()
-    got = accumulate_matmul(rows[None], torch.ones(1, 6, 1, dtype=parts.dtype), 1, r.grid)
+    got = accumulate_matmul(rows[None], torch.ones(1, 6, 1), 1, r.grid, sums=parts.dtype)
     _same(got.reshape(-1), want)
 
 
@@ -270,21 +270,25 @@ def test_each_blas_gives_the_reference(monkeypatch, backend, precision):
     assert torch.equal(got, _reference(c, a, b)) and not torch.equal(got, a @ b)
 
 
-def test_transposed_and_broadcast_operands_give_the_same_bits():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("precision", ["fp64", "fp32"])
+def test_transposed_and_broadcast_operands_give_the_same_bits(dtype, precision):
     """Column-major operands (a weight's ``.T``, attention's ``Kᵀ``), a batch broadcast with stride 0 and a
-    strided slice: the bits of the contiguous operands."""
+    strided slice, float64 or float32 (read where they lie), chunk sums in float64 or float32: the bits of the
+    contiguous operands, and of the same values in float64."""
     g = torch.Generator().manual_seed(11)
-    a = torch.randn(3, 20, 90, generator=g, dtype=torch.float64)
-    b = torch.randn(3, 90, 40, generator=g, dtype=torch.float64)
-    c = Compute.parse({"accumulator": "fp16", "chunk": 16})
+    a = torch.randn(3, 20, 90, generator=g).to(dtype)
+    b = torch.randn(3, 90, 40, generator=g).to(dtype)
+    c = Compute.parse({"accumulator": "fp16", "chunk": 16, "precision": precision})
     want = c.matmul(a, b)
+    assert torch.equal(c.matmul(a.double(), b.double()), want)
     a_t = a.transpose(1, 2).contiguous().transpose(1, 2)  # column-major rows
     b_t = b.transpose(1, 2).contiguous().transpose(1, 2)
     assert a_t.stride(1) == 1 and b_t.stride(1) == 1
     for x, y in ((a_t, b), (a, b_t), (a_t, b_t)):
         assert torch.equal(c.matmul(x, y), want)
     assert torch.equal(c.matmul(a, b[:1].expand(3, 90, 40)), c.matmul(a, b[:1].repeat(3, 1, 1)))
-    wide = torch.randn(3, 20, 180, generator=g, dtype=torch.float64)
+    wide = torch.randn(3, 20, 180, generator=g).to(dtype)
     assert torch.equal(c.matmul(wide[..., ::2], b), c.matmul(wide[..., ::2].contiguous(), b))
 
 

@@ -28,8 +28,9 @@ A :class:`Compute` (the ``compute:`` section of a layer's config) is
 * ``output``: the format the layer's result is rounded to (default: the layer's dtype, float32).
 
 No loop runs over K in Python: IEEE-style grids on the CPU run in one numba kernel over tiles of the output, each
-kept in cache while BLAS sums its chunks one by one and the kernel adds and rounds them
-(:func:`~dtypelab.kernels.accumulate.accumulate_matmul`; elsewhere one multiply-add and one rounding per chunk), and
+kept in cache while BLAS sums its chunks one by one and the kernel adds and rounds them; it reads the layer's
+float32 operands where they lie (:func:`~dtypelab.kernels.accumulate.accumulate_matmul`; elsewhere the operands
+are converted to float64 and each chunk is one multiply-add and one rounding), and
 materialised products (rounded products, align, fixed point off its grid) are computed one chunk (or group) at
 a time for all outputs at once.
 
@@ -80,6 +81,11 @@ class FormatAcc:
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
             dtype: torch.dtype = torch.float64) -> torch.Tensor:
         r = self.fmt
+        dt = torch.float32 if c.precision == "fp32" else torch.float64
+        chunk = min(c.chunk or self.default_chunk, a.shape[-1])
+        if c.order == "sequential" and c.product.exact and r.grid is not None and a.device.type == "cpu":
+            return accumulate_matmul(a, b, chunk, r.grid, bias, dtype, sums=dt)  # numba: tiles in cache, BLAS
+        a, b = _float64(a, b)
         if c.order == "pairwise" or not c.product.exact:
             parts = _chunk_sums(a, b, c)
             if c.order == "pairwise":
@@ -92,16 +98,10 @@ class FormatAcc:
                 s = r(next(parts))
                 for p in parts:
                     s = r(s + p)
-        else:
-            dt = torch.float32 if c.precision == "fp32" else torch.float64
+        else:  # one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
             a_, b_ = a.to(dt), b.to(dt)
-            k, n = a.shape[-1], b.shape[-1]
-            chunk = min(c.chunk or self.default_chunk, k)
-            if r.grid is not None and a.device.type == "cpu":  # tiles in cache, BLAS chunk sums, rounding: numba
-                return accumulate_matmul(a_, b_, chunk, r.grid, bias, dtype)
-            # elsewhere: one multiply-add per chunk into the running sum (BLAS, in place), then its rounding
-            s = torch.zeros(a.shape[0], a.shape[1], n, dtype=dt, device=a.device)
-            for i in range(0, k, chunk):
+            s = torch.zeros(a.shape[0], a.shape[1], b.shape[-1], dtype=dt, device=a.device)
+            for i in range(0, a.shape[-1], chunk):
                 p = torch.baddbmm(s, a_[..., i:i + chunk], b_[..., i:i + chunk, :], out=s)
                 s.copy_(p.to(torch.float32) if r.spec == "fp32" else r(p))
             s = s.to(torch.float64)
@@ -120,7 +120,7 @@ class Quire:
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
             dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return exact_matmul(a, b, bias).to(dtype)
+        return exact_matmul(*_float64(a, b), bias).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,7 @@ class Align:
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
             dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        a, b = _float64(a, b)
         k = a.shape[-1]
         chunk = c.chunk or k
         group = min(c.group or chunk, chunk)
@@ -226,6 +227,7 @@ class Fixed:
 
     def run(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, c: Compute,
             dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        a, b = _float64(a, b)
         k = a.shape[-1]
         chunk = c.chunk or k
         on_grid = c.product.exact and _integers(a) and _integers(torch.ldexp(b, torch.tensor(self.frac)))
@@ -245,6 +247,11 @@ class Fixed:
         if bias is not None:
             n = self._overflow(n + self._grid(bias), c.overflow)
         return torch.ldexp(n, torch.tensor(-self.frac)).to(dtype)
+
+
+def _float64(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The operands in float64, where the accumulators compute (``_matmul`` hands them over in their dtype)."""
+    return a.to(torch.float64), b.to(torch.float64)
 
 
 def _integers(x: torch.Tensor) -> bool:
@@ -390,21 +397,19 @@ class Compute:
 
     def _matmul(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
                 scales: tuple[torch.Tensor | float, torch.Tensor | float], dtype: torch.dtype) -> torch.Tensor:
-        a64 = a.to(torch.float64)
-        b64 = b.to(torch.float64, memory_format=torch.contiguous_format)  # a weight's .T: one copy, row-major
-        batch = torch.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
-        m, k, n = a64.shape[-2], a64.shape[-1], b64.shape[-1]
-        if b64.shape[-2] != k:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        if b.shape[-2] != k:
             raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not match")
-        a3 = a64.expand(*batch, m, k).reshape(-1, m, k)
-        b3 = b64.expand(*batch, k, n).reshape(-1, k, n)
+        a3 = a.expand(*batch, m, k).reshape(-1, m, k)  # in their dtype: each accumulator converts what it reads
+        b3 = b.expand(*batch, k, n).reshape(-1, k, n)
         bias3 = None if bias is None else bias.to(torch.float64).expand(*batch, m, n).reshape(-1, m, n)
         unit = None
         if self.needs_scales:
             sa, sb = (torch.as_tensor(s, dtype=torch.float64, device=a.device) for s in scales)
             sa = sa.reshape(-1, 1) if sa.numel() > 1 else sa.reshape(())
             sb = sb.reshape(1, -1) if sb.numel() > 1 else sb.reshape(())
-            a3, b3 = a3 / sa, b3 / sb
+            a3, b3 = a3.to(torch.float64) / sa, b3.to(torch.float64) / sb
             unit = sa * sb
             bias3 = None if bias3 is None else bias3 / unit
         if k == 0:

@@ -5,7 +5,8 @@ add, in one numba kernel over tiles of the output (the simulated format accumula
 Each tile's running sum and chunk sum stay in a core's cache: BLAS (``dgemm``/``sgemm`` of the MKL torch carries,
 or SciPy's; called from the kernel's threads, each held to one BLAS thread) writes a chunk's sums into the tile's
 buffer and the kernel adds them to the running sum and rounds, chunk after chunk; no chunk sum goes through
-memory. The rounding is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant
+memory. The first operand is read where it lies, float32 or float64, any strides: each thread copies a block of
+its rows into the sums' dtype and works through that block's tiles (no float64 copy of a layer's activations). The rounding is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant
 bits with a smallest step of ``2^min_exp`` (subnormals); past ``max`` a saturating format returns ``±max``, IEEE
 fp32 returns ``±inf`` (a float32 cast). NaN and infinities pass through.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 from llvmlite import ir
@@ -121,25 +123,22 @@ def _call_int(typingctx, fn, value):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
-          has_bias: bool, i: int, r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int, precision: int,
-          min_exp: int, max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
+def _tile(gemm: int, s: np.ndarray, rows_a: np.ndarray, b: np.ndarray, bias: np.ndarray, has_bias: bool, i: int,
+          r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int, precision: int, min_exp: int,
+          max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
     """``s[i, r0:r0+tr, c0:c0+tc]``: the running sum chunk by chunk (each chunk's sum by BLAS, a piece at a
-    time), rounded after every add, then the bias. ``one_thread``: the BLAS's per-thread thread count setter, or
-    0."""
-    _, m, k = a.shape
-    n = b.shape[2]
-    size = a.itemsize
-    acc = np.zeros(tr * tc, dtype=a.dtype)  # the running sum, row-major [tr, tc]; float32 adds in float32
-    part = np.empty(tr * tc, dtype=a.dtype)  # a chunk's sum: column-major [tc, tr] to BLAS
+    time, of ``rows_a``, the rows ``r0:r0+tr`` of ``a[i]`` row-major, and ``b[i]``), rounded after every add,
+    then the bias."""
+    k, n = b.shape[1], b.shape[2]
+    size = b.itemsize
+    acc = np.zeros(tr * tc, dtype=b.dtype)  # the running sum, row-major [tr, tc]; float32 adds in float32
+    part = np.empty(tr * tc, dtype=b.dtype)  # a chunk's sum: column-major [tc, tr] to BLAS
     flags = np.full(2, ord("N"), dtype=np.uint8)
     dims = np.empty(6, dtype=np.int32)  # m, n, k, lda, ldb, ldc (column-major)
     dims[0], dims[1], dims[3], dims[4], dims[5] = tc, tr, n, k, tc
-    alpha_beta = np.ones(3, dtype=a.dtype)  # alpha; beta of a chunk's first piece (0), of the others (1)
+    alpha_beta = np.ones(3, dtype=b.dtype)  # alpha; beta of a chunk's first piece (0), of the others (1)
     alpha_beta[1] = 0
     constants = grid_constants(precision, min_exp)
-    before = _call_int(one_thread, np.int32(1)) if one_thread else np.int32(0)
-    a_row = a.ctypes.data + ((i * m + r0) * k) * size
     b_col = b.ctypes.data + (i * k * n + c0) * size
     for k0 in range(0, k, chunk):
         for p0 in range(k0, min(k0 + chunk, k), piece):
@@ -148,11 +147,10 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
             # part^T (+)= b[p0:, c0:]^T a[r0:, p0:]^T, all three column-major to BLAS
             _call_gemm(gemm, flags.ctypes.data, flags.ctypes.data + 1, dims.ctypes.data, dims.ctypes.data + 4,
                        dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
-                       a_row + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data, dims.ctypes.data + 20)
+                       rows_a.ctypes.data + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data,
+                       dims.ctypes.data + 20)
         for j in range(tr * tc):
             acc[j] = round_to_grid(np.float64(acc[j] + part[j]), fp32, grid, constants, max_bits, over_bits)
-    if one_thread:
-        _call_int(one_thread, before)
     for r in range(tr):
         for c in range(tc):
             x = acc[r * tc + c]
@@ -166,14 +164,25 @@ def _tile(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarra
 def _accumulate_matmul(gemm: int, one_thread: int, s: np.ndarray, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
                        has_bias: bool, chunk: int, piece: int, rows: int, cols: int, precision: int, min_exp: int,
                        max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
-    bt, m, _ = a.shape
+    """Each task: ``rows`` rows of ``a[i]`` copied into ``b``'s dtype (row-major, so ``a`` may have any strides
+    and be float32), then their tiles, ``cols`` columns at a time. ``one_thread``: the BLAS's per-thread
+    thread count setter, or 0."""
+    bt, m, k = a.shape
     n = b.shape[2]
-    n_rows, n_cols = (m + rows - 1) // rows, (n + cols - 1) // cols
-    for t in prange(bt * n_rows * n_cols):
-        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
-        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * cols
-        _tile(gemm, one_thread, s, a, b, bias, has_bias, i, r0, c0, min(rows, m - r0), min(cols, n - c0), chunk, piece,
-              precision, min_exp, max_bits, over_bits, fp32, grid, bias_fp32)
+    n_rows = (m + rows - 1) // rows
+    for t in prange(bt * n_rows):
+        i, r0 = t // n_rows, (t % n_rows) * rows
+        tr = min(rows, m - r0)
+        rows_a = np.empty(tr * k, dtype=b.dtype)
+        for r in range(tr):
+            for j in range(k):
+                rows_a[r * k + j] = a[i, r0 + r, j]
+        before = _call_int(one_thread, np.int32(1)) if one_thread else np.int32(0)
+        for c0 in range(0, n, cols):
+            _tile(gemm, s, rows_a, b, bias, has_bias, i, r0, c0, tr, min(cols, n - c0), chunk, piece, precision,
+                  min_exp, max_bits, over_bits, fp32, grid, bias_fp32)
+        if one_thread:
+            _call_int(one_thread, before)
 
 
 @dataclass(frozen=True)
@@ -237,25 +246,31 @@ def tiles(chunk: int, m: int, n: int) -> tuple[int, int, int]:
 
 
 def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatGrid,
-                      bias: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``a @ b`` (``[Bt, M, K] @ [Bt, K, N]`` on the CPU, float64; or float32: chunk sums and adds in float32, as
-    a float32 register would) summed ``chunk`` products at a time into a running sum rounded onto ``grid`` after
-    every add, then ``round(s + bias)`` in float64 (``bias`` broadcastable to ``[Bt, M, N]``); ``[Bt, M, N]`` in
-    ``dtype`` (float64, or float32: the sums cast as they are written)."""
+                      bias: torch.Tensor | None = None, dtype: torch.dtype = torch.float64,
+                      sums: torch.dtype = torch.float64) -> torch.Tensor:
+    """``a @ b`` (``[Bt, M, K] @ [Bt, K, N]`` on the CPU, any strides) summed ``chunk`` products at a time into a
+    running sum rounded onto ``grid`` after every add, then ``round(s + bias)`` in float64 (``bias`` broadcastable
+    to ``[Bt, M, N]``); ``[Bt, M, N]`` in ``dtype`` (float64, or float32: the sums cast as they are written).
+    ``sums``: float64, or float32 (chunk sums and adds in float32, as a float32 register would). Float32 and
+    float64 ``a`` is read where it lies (the kernel copies its rows); ``b`` is copied row-major in ``sums``."""
     bt, m, k = a.shape
     n = b.shape[-1]
-    a, b = a.contiguous(), b.contiguous()
+    a = a if a.dtype in (torch.float32, torch.float64) else a.to(sums)
+    b = b.to(sums, memory_format=torch.contiguous_format).contiguous()  # .to keeps a view of the same dtype
     s = torch.empty(bt, m, n, dtype=dtype)
     if s.numel() == 0:
         return s
     chunk = min(chunk, k)
     rows, cols, piece = tiles(chunk, m, n)
-    fp32 = a.dtype == torch.float64 and grid == FP32  # float32 operands: the float32 running sum rounds itself
+    if bt == 1:  # as many row blocks for every thread
+        threads = numba.get_num_threads()
+        rows = -(-m // (threads * -(-m // (rows * threads))))
+    fp32 = sums == torch.float64 and grid == FP32  # a float32 running sum rounds itself
     bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
         bias.to(torch.float64).expand(bt, m, n)
     lib = blas()
     with _ONE_CALL, nullcontext() if lib.one_thread else _blas_threads().limit(limits=1):
-        _accumulate_matmul(lib.gemm(a.dtype), lib.one_thread, s.numpy(), a.numpy(), b.numpy(), bias3.numpy(),
+        _accumulate_matmul(lib.gemm(sums), lib.one_thread, s.numpy(), a.numpy(), b.numpy(), bias3.numpy(),
                            bias is not None, chunk, piece, rows, cols, *grid.kernel_args(), fp32, grid != FP32,
                            grid == FP32)
     return s
