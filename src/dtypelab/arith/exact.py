@@ -1,6 +1,6 @@
 """Exact dot products: an error-free splitting of the operands (float64 matmuls that cannot round) and an
-exact sum of a few float64 terms rounded once to odd, so that any later single rounding to a format of at most
-25 significant bits is the correctly rounded exact result (the posit quire's one rounding).
+exact sum of a few float64 terms rounded once to odd at 53 bits, so that any later single rounding to a format of
+at most 51 significant bits is the correctly rounded exact result (the posit quire's one rounding).
 
 Example:
     >>> import torch
@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from dtypelab.kernels.oddsum import odd_sum
 
 LIMB = 26  # bits per limb: two limbs (52 bits) fit a float64 exactly
 
@@ -44,9 +46,19 @@ def slice_width(k: int) -> int:
 
 
 def sum_to_odd(terms: torch.Tensor) -> torch.Tensor:
-    """The exact sum over dim 0 of float64 ``terms``, truncated to at least 27 significant bits with the last
-    bit set when anything was dropped (round to odd): rounding it once more to a format of at most 25 bits
-    gives the correctly rounded exact sum."""
+    """The exact sum over dim 0 of float64 ``terms`` rounded to odd at 53 bits (truncated, the last bit set when
+    anything was dropped): rounding it once more to a format of at most 51 significant bits gives the correctly
+    rounded exact sum. On the CPU one numba pass (:func:`dtypelab.kernels.oddsum.odd_sum`), elsewhere limbs in
+    torch (terms spanning at most 1000 binades)."""
+    if terms.device.type == "cpu":
+        flat = terms.detach().reshape(terms.shape[0], math.prod(terms.shape[1:])).numpy()
+        return torch.from_numpy(odd_sum(flat)).reshape(terms.shape[1:])
+    return _sum_to_odd_limbs(terms)
+
+
+def _sum_to_odd_limbs(terms: torch.Tensor) -> torch.Tensor:
+    """:func:`sum_to_odd` in torch ops on any device: every term an integer in 26-bit limbs, summed limb by limb,
+    carried, the top 53 bits kept."""
     shape = terms.shape[1:]
     nonzero = terms != 0
     if not bool(nonzero.any()):
@@ -72,14 +84,19 @@ def sum_to_odd(terms: torch.Tensor) -> torch.Tensor:
     stack = torch.stack(d)  # [n + 1, ...] magnitude digits, all >= 0
     idx = torch.arange(len(d), device=terms.device).reshape(-1, *([1] * len(shape)))
     top = torch.where(stack != 0, idx, -1).amax(0)
+
+    def limb(i: torch.Tensor) -> torch.Tensor:  # digit i, 0 below the first
+        return torch.where(i >= 0, stack.gather(0, i.clamp(min=0).unsqueeze(0)).squeeze(0), 0)
+
     t = top.clamp(min=0)
-    below = (t - 1).clamp(min=0)
-    d_top = stack.gather(0, t.unsqueeze(0)).squeeze(0)
-    d_below = torch.where(t >= 1, stack.gather(0, below.unsqueeze(0)).squeeze(0), 0)
+    d0, d1, d2 = limb(t), limb(t - 1), limb(t - 2)
+    bits = torch.frexp(d0.to(torch.float64))[1].to(torch.int64).clamp(min=1)  # the top digit's, 1..26
+    mant = (d0 << (53 - bits)) | (d1 << (27 - bits)) | (d2 >> (bits - 1))
     seen = torch.cumsum((stack != 0).to(torch.int64), 0)
-    sticky = (t >= 2) & (seen.gather(0, (t - 2).clamp(min=0).unsqueeze(0)).squeeze(0) > 0)
-    window = (d_top * (1 << LIMB) + d_below) | sticky.to(torch.int64)
-    value = torch.ldexp(window.to(torch.float64), lo + LIMB * (t - 1))
+    below = (t >= 3) & (seen.gather(0, (t - 3).clamp(min=0).unsqueeze(0)).squeeze(0) > 0)
+    sticky = ((d2 & ((1 << (bits - 1)) - 1)) != 0) | below
+    e = lo + LIMB * (t - 2) + bits - 1
+    value = torch.ldexp(torch.ldexp((mant | sticky.to(torch.int64)).to(torch.float64), e // 2), e - e // 2)
     value = torch.where(top < 0, 0.0, value)
     return torch.where(neg, -value, value)
 
@@ -98,11 +115,12 @@ def _carry(digits: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def exact_matmul(a: torch.Tensor, b: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b (+ extra)`` over float64 ``a [..., M, K]``, ``b [..., K, N]``, exact, rounded once to odd
-    (:func:`sum_to_odd`); products below float64's subnormal range are not supported."""
+    """``a @ b (+ extra)`` over float64 ``a [..., M, K]``, ``b [..., K, N]``, exact, rounded once to odd at 53
+    bits (:func:`sum_to_odd`); products below float64's subnormal range are not supported."""
     k = a.shape[-1]
     w = slice_width(k)
-    terms = [sa @ sb for sa in split(a, w, -1) for sb in split(b, w, -2)]  # exact: no partial sum rounds
+    b_slices = split(b, w, -2)
+    terms = [sa @ sb for sa in split(a, w, -1) for sb in b_slices]  # exact: no partial sum rounds
     if extra is not None:
         terms.append(extra.to(torch.float64).expand(terms[0].shape if terms else extra.shape))
     if not terms:
