@@ -6,9 +6,10 @@ Each tile's running sum and chunk sum stay in a core's cache: BLAS (``dgemm``/``
 or SciPy's; called from the kernel's threads, each held to one BLAS thread) writes a chunk's sums into the tile's
 buffer and the kernel adds them to the running sum and rounds, chunk after chunk; no chunk sum goes through
 memory. The first operand is read where it lies, float32 or float64, any strides: each thread copies a block of
-its rows into the sums' dtype and works through that block's tiles (no float64 copy of a layer's activations). The rounding is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant
-bits with a smallest step of ``2^min_exp`` (subnormals); past ``max`` a saturating format returns ``±max``, IEEE
-fp32 returns ``±inf`` (a float32 cast). NaN and infinities pass through.
+its rows into the sums' dtype and works through that block's tiles (no float64 copy of a layer's activations).
+The rounding is to a :class:`FloatGrid`: round to nearest, ties to even, onto ``precision`` significant bits with
+a smallest step of ``2^min_exp`` (subnormals); past ``max`` a saturating format returns ``±max``, IEEE fp32
+returns ``±inf`` (a float32 cast). NaN and infinities pass through.
 
 Example:
     >>> import torch
@@ -23,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -262,9 +264,9 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
         return s
     chunk = min(chunk, k)
     rows, cols, piece = tiles(chunk, m, n)
-    if bt == 1:  # as many row blocks for every thread
-        threads = numba.get_num_threads()
-        rows = -(-m // (threads * -(-m // (rows * threads))))
+    if bt == 1:  # a layer's rows: cut into a multiple of the thread count of blocks, so each thread gets as many
+        blocks = numba.get_num_threads() * math.ceil(m / (rows * numba.get_num_threads()))
+        rows = math.ceil(m / blocks)
     fp32 = sums == torch.float64 and grid == FP32  # a float32 running sum rounds itself
     bias3 = torch.zeros(1, 1, 1, dtype=torch.float64) if bias is None else \
         bias.to(torch.float64).expand(bt, m, n)
