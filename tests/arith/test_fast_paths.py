@@ -2,8 +2,10 @@
 kernel against each format's ``quantize`` after every add, and a whole dot product against a per-chunk
 (per-group) loop."""
 
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ import dtypelab as dl
 from dtypelab.arith import Compute, rounder
 from dtypelab.kernels import accumulate
 from dtypelab.kernels.accumulate import accumulate_matmul
+from dtypelab.kernels.gridsum import _inverse_step
 
 
 def _hard_values(spec: str, n: int = 20000) -> torch.Tensor:
@@ -201,6 +204,18 @@ def test_align_kernel_on_hard_operands(compute):
     want = _reference(c, a, b)
     _same(got, want)
     assert got[2].isinf().any() and got[3].isnan().all() and not torch.equal(got[:2], (a @ b)[:2])
+
+
+def test_the_align_kernels_grid_step_is_frexp_and_ldexp():
+    """The kernel's 1 / grid step from the bits (normal values) equals ldexp(1, k - frexp(top)) everywhere:
+    zero, subnormals, the smallest and largest normals (where the result leaves float64's range), inf, NaN."""
+    tops = [0.0, 5e-324, 2.0**-1022 * 0.75, 2.0**-1022, 2.0**-1000, 2.0**-1015, 1.0, 0.75, 3.0, 2.0**1000,
+            1.7976931348623157e308, math.inf, math.nan] + [math.ldexp(1.3, e) for e in range(-1022, 1024, 37)]
+    for k in (1, 3, 13, 24, 40):
+        for top in tops:
+            with np.errstate(over="ignore"):
+                want = np.ldexp(1.0, k - np.frexp(top)[1])  # inf where it overflows
+            assert _inverse_step(top, k) == want, (top, k)
 
 
 def _fixed_reference(acc, a: torch.Tensor, b: torch.Tensor, chunk: int, policy: str) -> torch.Tensor:

@@ -48,6 +48,17 @@ def _nan_max(top: float, x: float) -> float:
     return x if (x > top or x != x) else top
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _inverse_step(top: float, k_bits: int) -> float:
+    """``2^(k_bits - e)``, ``e`` the exponent of ``frexp(top)`` (1 / the grid's step below ``top``): from the bits
+    where ``top`` is normal and the result too, else through ``frexp`` and ``ldexp``."""
+    field = (np.float64(top).view(np.int64) >> 52) & 0x7FF
+    biased = k_bits - (field - 1022) + 1023
+    if 0 < field < 0x7FF and 0 < biased < 0x7FF:
+        return np.int64(biased << 52).view(np.float64)
+    return math.ldexp(1.0, k_bits - math.frexp(top)[1])
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0: int, tc: int, k_bits: int,
                 rne: bool, chunk: int, group: int, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64,
@@ -73,7 +84,7 @@ def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0:
                     prods[row + j] = p
                     top[j] = _nan_max(top[j], abs(p))
             for j in range(tc):
-                inv[j] = math.ldexp(1.0, k_bits - math.frexp(top[j])[1])  # 1 / the grid's step
+                inv[j] = _inverse_step(top[j], k_bits)
                 q[j] = 0.0 if first else _cut(carry[j] * inv[j], rne)
             for g in range(g1 - g0):
                 row = g * tc
