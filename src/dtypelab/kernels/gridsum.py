@@ -9,7 +9,7 @@ than a tile of products (the ``align:k`` tensor-core model and the fixed-point r
   the overflow policy applies to the running sum after every chunk and after the bias.
 
 ``cut``: truncation (``rz``) or rounding to nearest even (``rne``). Both are the torch loops of
-:mod:`dtypelab.arith.compute` bit for bit, one output row by one tile of columns at a time.
+:mod:`dtypelab.arith.compute` bit for bit, one tile of outputs at a time.
 
 Example:
     >>> import torch
@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from dtypelab.kernels.accumulate import FP32, FloatGrid, grid_constants, round_to_grid
 
-COLUMNS = 256  # output columns a tile holds (its products, group by group, stay in a core's L1/L2 cache)
+TILE_ROWS, TILE_COLUMNS = 8, 128  # a tile's outputs: its rows share each row of b, read from L1 (sizes measured)
 OVERFLOW_CODES = {"saturate": 1, "wrap": 2}  # any other policy: none in the kernel
 
 
@@ -60,58 +60,62 @@ def _inverse_step(top: float, k_bits: int) -> float:
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0: int, tc: int, k_bits: int,
-                rne: bool, chunk: int, group: int, fp32: bool, grid: bool, constants: tuple, max_bits: np.int64,
-                over_bits: np.int64) -> None:
+def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r0: int, tr: int, c0: int, tc: int,
+                k_bits: int, rne: bool, chunk: int, group: int, fp32: bool, grid: bool, constants: tuple,
+                max_bits: np.int64, over_bits: np.int64) -> None:
+    """``s[i, r0:r0+tr, c0:c0+tc]``, group by group: the group's largest product per output, then its products
+    (computed again: the group's rows of ``b`` stay in L1 for all ``tr`` rows) cut and summed."""
     k = a.shape[2]
-    acc = np.zeros(tc)  # the promoted running sum
-    carry = np.zeros(tc)  # the tensor-core sum of the chunk so far
-    top = np.empty(tc)
-    inv = np.empty(tc)
-    q = np.empty(tc)
-    prods = np.empty(group * tc)
+    size = tr * tc  # per output, row-major [tr, tc]:
+    acc = np.zeros(size)  # the promoted running sum
+    carry = np.zeros(size)  # the tensor-core sum of the chunk so far
+    top = np.empty(size)
+    inv = np.empty(size)
+    q = np.empty(size)
     for k0 in range(0, k, chunk):
         for g0 in range(k0, min(k0 + chunk, k), group):
             g1 = min(g0 + group, k0 + chunk, k)
             first = g0 == k0
-            for j in range(tc):
+            for j in range(size):
                 top[j] = 0.0 if first else abs(carry[j])
             for g in range(g0, g1):
-                av = a[i, r, g]
-                row = (g - g0) * tc
-                for j in range(tc):
-                    p = av * b[i, g, c0 + j]
-                    prods[row + j] = p
-                    top[j] = _nan_max(top[j], abs(p))
-            for j in range(tc):
+                b_row = b[i, g, c0:c0 + tc]
+                for r in range(tr):
+                    av, row = a[i, r0 + r, g], r * tc
+                    for c in range(tc):
+                        top[row + c] = _nan_max(top[row + c], abs(av * b_row[c]))
+            for j in range(size):
                 inv[j] = _inverse_step(top[j], k_bits)
                 q[j] = 0.0 if first else _cut(carry[j] * inv[j], rne)
-            for g in range(g1 - g0):
-                row = g * tc
-                for j in range(tc):
-                    q[j] += _cut(prods[row + j] * inv[j], rne)  # integers below 2^k each: the sum is exact
-            for j in range(tc):
+            for g in range(g0, g1):
+                b_row = b[i, g, c0:c0 + tc]
+                for r in range(tr):
+                    av, row = a[i, r0 + r, g], r * tc
+                    for c in range(tc):  # integers below 2^k each: the sum is exact
+                        q[row + c] += _cut(av * b_row[c] * inv[row + c], rne)
+            for j in range(size):
                 carry[j] = q[j] / inv[j]
-        for j in range(tc):
+        for j in range(size):
             x = carry[j] if k0 == 0 else acc[j] + carry[j]
             acc[j] = round_to_grid(x, fp32, grid, constants, max_bits, over_bits)
-    for j in range(tc):
-        s[i, r, c0 + j] = acc[j]
+    for r in range(tr):
+        for c in range(tc):
+            s[i, r0 + r, c0 + c] = acc[r * tc + c]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _align(s: np.ndarray, a: np.ndarray, b: np.ndarray, k_bits: int, rne: bool, chunk: int, group: int,
-           columns: int, fp32: bool, grid: bool, precision: int, min_exp: int, max_bits: np.int64,
+           rows: int, columns: int, fp32: bool, grid: bool, precision: int, min_exp: int, max_bits: np.int64,
            over_bits: np.int64) -> None:
     bt, m, _ = a.shape
     n = b.shape[2]
-    n_cols = (n + columns - 1) // columns
+    n_rows, n_cols = (m + rows - 1) // rows, (n + columns - 1) // columns
     constants = grid_constants(precision, min_exp)
-    for t in prange(bt * m * n_cols):
-        i, rest = t // (m * n_cols), t % (m * n_cols)
-        r, c0 = rest // n_cols, (rest % n_cols) * columns
-        _align_tile(s, a, b, i, r, c0, min(columns, n - c0), k_bits, rne, chunk, group, fp32, grid, constants,
-                    max_bits, over_bits)
+    for t in prange(bt * n_rows * n_cols):
+        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
+        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * columns
+        _align_tile(s, a, b, i, r0, min(rows, m - r0), c0, min(columns, n - c0), k_bits, rne, chunk, group, fp32,
+                    grid, constants, max_bits, over_bits)
 
 
 def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int, group: int,
@@ -123,28 +127,31 @@ def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int
     a, b = a.contiguous(), b.contiguous()
     s = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=torch.float64)
     if s.numel():
-        _align(s.numpy(), a.numpy(), b.numpy(), k, rne, chunk, min(group, chunk), COLUMNS, promote == FP32,
-               promote != FP32, *promote.kernel_args())
+        _align(s.numpy(), a.numpy(), b.numpy(), k, rne, chunk, min(group, chunk), TILE_ROWS, TILE_COLUMNS,
+               promote == FP32, promote != FP32, *promote.kernel_args())
     return s
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _fixed_tile(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r: int, c0: int,
-                tc: int, scale: float, rne: bool, chunk: int, lo: float, hi: float, policy: int) -> None:
-    """The register of one row's tile: chunk sums of cut products, the policy after every chunk; ``reached``
-    gets the tile's least and greatest running sums (for the error message)."""
+def _fixed_tile(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r0: int, tr: int,
+                c0: int, tc: int, scale: float, rne: bool, chunk: int, lo: float, hi: float, policy: int) -> None:
+    """The registers of a tile: chunk sums of cut products, the policy after every chunk; ``reached`` gets the
+    tile's least and greatest running sums (for the error message)."""
     k = a.shape[2]
-    acc = np.zeros(tc)
-    part = np.empty(tc)
+    size = tr * tc  # per output, row-major [tr, tc]
+    acc = np.zeros(size)
+    part = np.empty(size)
     low, high = np.inf, -np.inf
     span = hi - lo + 1
     for k0 in range(0, k, chunk):
         part[:] = 0.0
         for g in range(k0, min(k0 + chunk, k)):
-            av = a[i, r, g]
-            for j in range(tc):
-                part[j] += _cut(av * b[i, g, c0 + j] * scale, rne)
-        for j in range(tc):
+            b_row = b[i, g, c0:c0 + tc]
+            for r in range(tr):
+                av, row = a[i, r0 + r, g], r * tc
+                for c in range(tc):
+                    part[row + c] += _cut(av * b_row[c] * scale, rne)
+        for j in range(size):
             x = part[j] if k0 == 0 else acc[j] + part[j]
             low, high = min(low, x), max(high, x)
             if policy == 1:
@@ -152,21 +159,23 @@ def _fixed_tile(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.nda
             elif policy == 2:
                 x = (x - lo) % span + lo
             acc[j] = x
-    for j in range(tc):
-        n_out[i, r, c0 + j] = acc[j]
+    for r in range(tr):
+        for c in range(tc):
+            n_out[i, r0 + r, c0 + c] = acc[r * tc + c]
     reached[0], reached[1] = low, high
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _fixed(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float, rne: bool,
-           chunk: int, columns: int, lo: float, hi: float, policy: int) -> None:
+           chunk: int, rows: int, columns: int, lo: float, hi: float, policy: int) -> None:
     bt, m, _ = a.shape
     n = b.shape[2]
-    n_cols = (n + columns - 1) // columns
-    for t in prange(bt * m * n_cols):
-        i, rest = t // (m * n_cols), t % (m * n_cols)
-        r, c0 = rest // n_cols, (rest % n_cols) * columns
-        _fixed_tile(n_out, reached[t], a, b, i, r, c0, min(columns, n - c0), scale, rne, chunk, lo, hi, policy)
+    n_rows, n_cols = (m + rows - 1) // rows, (n + columns - 1) // columns
+    for t in prange(bt * n_rows * n_cols):
+        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
+        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * columns
+        _fixed_tile(n_out, reached[t], a, b, i, r0, min(rows, m - r0), c0, min(columns, n - c0), scale, rne, chunk,
+                    lo, hi, policy)
 
 
 def fixed_matmul(a: torch.Tensor, b: torch.Tensor, bounds: tuple[float, float], frac: int, rne: bool, chunk: int,
@@ -178,11 +187,11 @@ def fixed_matmul(a: torch.Tensor, b: torch.Tensor, bounds: tuple[float, float], 
     a, b = a.contiguous(), b.contiguous()
     bt, m, n = a.shape[0], a.shape[1], b.shape[2]
     out = torch.zeros(bt, m, n, dtype=torch.float64)
-    reached = np.zeros((max(1, bt * m * -(-n // COLUMNS)), 2))
+    reached = np.zeros((max(1, bt * -(-m // TILE_ROWS) * -(-n // TILE_COLUMNS)), 2))
     if out.numel():
-        _fixed(out.numpy(), reached, a.numpy(), b.numpy(), 2.0**frac, rne, chunk, COLUMNS,
+        _fixed(out.numpy(), reached, a.numpy(), b.numpy(), 2.0**frac, rne, chunk, TILE_ROWS, TILE_COLUMNS,
                *bounds, OVERFLOW_CODES.get(overflow, 0))
     return out, float(reached[:, 0].min()), float(reached[:, 1].max())
 
 
-__all__ = ["align_matmul", "fixed_matmul", "COLUMNS"]
+__all__ = ["align_matmul", "fixed_matmul", "TILE_ROWS", "TILE_COLUMNS"]
