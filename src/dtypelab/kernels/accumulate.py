@@ -129,8 +129,8 @@ def _tile(gemm: int, s: np.ndarray, rows_a: np.ndarray, b: np.ndarray, bias: np.
           r0: int, c0: int, tr: int, tc: int, chunk: int, piece: int, precision: int, min_exp: int,
           max_bits: np.int64, over_bits: np.int64, fp32: bool, grid: bool, bias_fp32: bool) -> None:
     """``s[i, r0:r0+tr, c0:c0+tc]``: the running sum chunk by chunk (each chunk's sum by BLAS, a piece at a
-    time, of ``rows_a``, the rows ``r0:r0+tr`` of ``a[i]`` row-major, and ``b[i]``), rounded after every add,
-    then the bias."""
+    time, of ``rows_a``, the rows ``r0:r0+tr`` of ``a[i]`` row-major, and ``b[i]``; chunks of one product: the
+    product in the loop), rounded after every add, then the bias."""
     k, n = b.shape[1], b.shape[2]
     size = b.itemsize
     acc = np.zeros(tr * tc, dtype=b.dtype)  # the running sum, row-major [tr, tc]; float32 adds in float32
@@ -142,17 +142,26 @@ def _tile(gemm: int, s: np.ndarray, rows_a: np.ndarray, b: np.ndarray, bias: np.
     alpha_beta[1] = 0
     constants = grid_constants(precision, min_exp)
     b_col = b.ctypes.data + (i * k * n + c0) * size
-    for k0 in range(0, k, chunk):
-        for p0 in range(k0, min(k0 + chunk, k), piece):
-            dims[2] = min(piece, k0 + chunk - p0, k - p0)
-            beta = alpha_beta.ctypes.data + (size if p0 == k0 else 2 * size)
-            # part^T (+)= b[p0:, c0:]^T a[r0:, p0:]^T, all three column-major to BLAS
-            _call_gemm(gemm, flags.ctypes.data, flags.ctypes.data + 1, dims.ctypes.data, dims.ctypes.data + 4,
-                       dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
-                       rows_a.ctypes.data + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data,
-                       dims.ctypes.data + 20)
-        for j in range(tr * tc):
-            acc[j] = round_to_grid(np.float64(acc[j] + part[j]), fp32, grid, constants, max_bits, over_bits)
+    if chunk == 1:  # a rounding after every product: the products in the loop, one pass each, no BLAS
+        for g in range(k):
+            b_row = b[i, g, c0:c0 + tc]
+            for r in range(tr):
+                av, row = rows_a[r * k + g], r * tc
+                for c in range(tc):
+                    acc[row + c] = round_to_grid(np.float64(acc[row + c] + av * b_row[c]), fp32, grid, constants,
+                                                 max_bits, over_bits)
+    else:
+        for k0 in range(0, k, chunk):
+            for p0 in range(k0, min(k0 + chunk, k), piece):
+                dims[2] = min(piece, k0 + chunk - p0, k - p0)
+                beta = alpha_beta.ctypes.data + (size if p0 == k0 else 2 * size)
+                # part^T (+)= b[p0:, c0:]^T a[r0:, p0:]^T, all three column-major to BLAS
+                _call_gemm(gemm, flags.ctypes.data, flags.ctypes.data + 1, dims.ctypes.data, dims.ctypes.data + 4,
+                           dims.ctypes.data + 8, alpha_beta.ctypes.data, b_col + p0 * n * size, dims.ctypes.data + 12,
+                           rows_a.ctypes.data + p0 * size, dims.ctypes.data + 16, beta, part.ctypes.data,
+                           dims.ctypes.data + 20)
+            for j in range(tr * tc):
+                acc[j] = round_to_grid(np.float64(acc[j] + part[j]), fp32, grid, constants, max_bits, over_bits)
     for r in range(tr):
         for c in range(tc):
             x = acc[r * tc + c]
