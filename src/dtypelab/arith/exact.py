@@ -18,7 +18,7 @@ import torch
 
 from dtypelab.kernels.oddsum import odd_sum
 
-LIMB = 26  # bits per limb: two limbs (52 bits) fit a float64 exactly
+LIMB = 26  # bits per limb: a limb's sum over the terms stays exact in float64 (count * 2^26 < 2^53)
 
 
 def split(x: torch.Tensor, width: int, dim: int) -> list[torch.Tensor]:

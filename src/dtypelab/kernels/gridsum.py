@@ -1,5 +1,5 @@
-"""Dot products whose every product is cut onto a grid before an exact sum, in numba loops that never hold more
-than a tile of products (the ``align:k`` tensor-core model and the fixed-point register of
+"""Dot products whose every product is cut onto a grid before an exact sum, in numba loops over tiles of outputs
+that never materialise the products (the ``align:k`` tensor-core model and the fixed-point register of
 :mod:`dtypelab.arith.compute`, for exact products on the CPU).
 
 * :func:`align_matmul`: the products of a group (and the running tensor-core sum) aligned to the largest exponent

@@ -51,6 +51,7 @@ def _carry(limbs: np.ndarray, n: int) -> None:
 
 @njit(cache=True, nogil=True)
 def _one(terms: np.ndarray, j: int, limbs: np.ndarray) -> float:
+    """Output ``j``: its terms' exact sum rounded to odd (``limbs``: scratch, :data:`LIMBS` long)."""
     t_count = terms.shape[0]
     lo, hi = 1 << 20, -(1 << 20)
     special, any_special = 0.0, False  # the float64 sum of the infinite and NaN terms
