@@ -85,9 +85,8 @@ class FormatAcc:
         chunk = min(c.chunk or self.default_chunk, a.shape[-1])
         if c.order == "sequential" and c.product.exact and r.grid is not None and a.device.type == "cpu":
             return accumulate_matmul(a, b, chunk, r.grid, bias, dtype, sums=dt)  # numba: tiles in cache, BLAS
-        a, b = _float64(a, b)
         if c.order == "pairwise" or not c.product.exact:
-            parts = _chunk_sums(a, b, c)
+            parts = _chunk_sums(*_float64(a, b), c)
             if c.order == "pairwise":
                 level = list(parts)
                 while len(level) > 1:
