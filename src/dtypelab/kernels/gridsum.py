@@ -49,6 +49,22 @@ def _nan_max(top: float, x: float) -> float:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _tile_count(a: np.ndarray, b: np.ndarray, rows: int, columns: int) -> int:
+    """Tiles of ``rows`` x ``columns`` outputs in ``a @ b`` (``[Bt, M, K] @ [Bt, K, N]``)."""
+    return a.shape[0] * -(-a.shape[1] // rows) * -(-b.shape[2] // columns)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_at(t: int, a: np.ndarray, b: np.ndarray, rows: int, columns: int) -> tuple[int, int, int, int, int]:
+    """Tile ``t``'s batch, first row, rows, first column and columns (row-major over each batch's tiles)."""
+    m, n = a.shape[1], b.shape[2]
+    n_rows, n_cols = -(-m // rows), -(-n // columns)
+    i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
+    r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * columns
+    return i, r0, min(rows, m - r0), c0, min(columns, n - c0)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _inverse_step(top: float, k_bits: int) -> float:
     """``2^(k_bits - e)``, ``e`` the exponent of ``frexp(top)`` (1 / the grid's step below ``top``): from the bits
     where ``top`` is normal and the result too, else through ``frexp`` and ``ldexp``."""
@@ -107,15 +123,11 @@ def _align_tile(s: np.ndarray, a: np.ndarray, b: np.ndarray, i: int, r0: int, tr
 def _align(s: np.ndarray, a: np.ndarray, b: np.ndarray, k_bits: int, rne: bool, chunk: int, group: int,
            rows: int, columns: int, fp32: bool, grid: bool, precision: int, min_exp: int, max_bits: np.int64,
            over_bits: np.int64) -> None:
-    bt, m, _ = a.shape
-    n = b.shape[2]
-    n_rows, n_cols = (m + rows - 1) // rows, (n + columns - 1) // columns
     constants = grid_constants(precision, min_exp)
-    for t in prange(bt * n_rows * n_cols):
-        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
-        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * columns
-        _align_tile(s, a, b, i, r0, min(rows, m - r0), c0, min(columns, n - c0), k_bits, rne, chunk, group, fp32,
-                    grid, constants, max_bits, over_bits)
+    for t in prange(_tile_count(a, b, rows, columns)):
+        i, r0, tr, c0, tc = _tile_at(t, a, b, rows, columns)
+        _align_tile(s, a, b, i, r0, tr, c0, tc, k_bits, rne, chunk, group, fp32, grid, constants, max_bits,
+                    over_bits)
 
 
 def align_matmul(a: torch.Tensor, b: torch.Tensor, k: int, rne: bool, chunk: int, group: int,
@@ -168,14 +180,9 @@ def _fixed_tile(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.nda
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _fixed(n_out: np.ndarray, reached: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float, rne: bool,
            chunk: int, rows: int, columns: int, lo: float, hi: float, policy: int) -> None:
-    bt, m, _ = a.shape
-    n = b.shape[2]
-    n_rows, n_cols = (m + rows - 1) // rows, (n + columns - 1) // columns
-    for t in prange(bt * n_rows * n_cols):
-        i, rest = t // (n_rows * n_cols), t % (n_rows * n_cols)
-        r0, c0 = (rest // n_cols) * rows, (rest % n_cols) * columns
-        _fixed_tile(n_out, reached[t], a, b, i, r0, min(rows, m - r0), c0, min(columns, n - c0), scale, rne, chunk,
-                    lo, hi, policy)
+    for t in prange(_tile_count(a, b, rows, columns)):
+        i, r0, tr, c0, tc = _tile_at(t, a, b, rows, columns)
+        _fixed_tile(n_out, reached[t], a, b, i, r0, tr, c0, tc, scale, rne, chunk, lo, hi, policy)
 
 
 def fixed_matmul(a: torch.Tensor, b: torch.Tensor, bounds: tuple[float, float], frac: int, rne: bool, chunk: int,
@@ -187,7 +194,7 @@ def fixed_matmul(a: torch.Tensor, b: torch.Tensor, bounds: tuple[float, float], 
     a, b = a.contiguous(), b.contiguous()
     bt, m, n = a.shape[0], a.shape[1], b.shape[2]
     out = torch.zeros(bt, m, n, dtype=torch.float64)
-    reached = np.zeros((max(1, bt * -(-m // TILE_ROWS) * -(-n // TILE_COLUMNS)), 2))
+    reached = np.zeros((max(1, _tile_count(a.numpy(), b.numpy(), TILE_ROWS, TILE_COLUMNS)), 2))
     if out.numel():
         _fixed(out.numpy(), reached, a.numpy(), b.numpy(), 2.0**frac, rne, chunk, TILE_ROWS, TILE_COLUMNS,
                *bounds, OVERFLOW_CODES.get(overflow, 0))
