@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed runs/default/arith.json
 	$(BIN)/dtypelab sweep
 
-# the accumulator study on MiniLM (about 8 min on 2 cores), once; the sweep's report shows it
+# the accumulator study on MiniLM (about 3 min on 2 cores), once; the sweep's report shows it
 runs/default/arith.json: $(BIN)/.installed
 	$(BIN)/dtypelab arith --out runs/default
 
