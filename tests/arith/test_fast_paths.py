@@ -336,3 +336,9 @@ def test_half_precision_results_are_the_float64_result_cast(dtype):
 def test_a_result_dtype_that_is_not_floating_point_is_refused():
     with pytest.raises(ValueError, match="dtype must be a floating-point dtype, got torch.int32"):
         Compute.parse("bf16").matmul(torch.ones(2, 3), torch.ones(3, 2), dtype=torch.int32)
+
+
+def test_chunk_sums_in_a_dtype_without_a_blas_are_refused():
+    a, b = torch.ones(1, 2, 3), torch.ones(1, 3, 2)
+    with pytest.raises(ValueError, match="sums must be torch.float32 or torch.float64, got torch.float16"):
+        accumulate_matmul(a, b, 1, rounder("bf16").grid, sums=torch.float16)

@@ -264,6 +264,8 @@ def accumulate_matmul(a: torch.Tensor, b: torch.Tensor, chunk: int, grid: FloatG
     to ``[Bt, M, N]``); ``[Bt, M, N]`` in ``dtype`` (float64, or float32: the sums cast as they are written).
     ``sums``: float64, or float32 (chunk sums and adds in float32, as a float32 register would). Float32 and
     float64 ``a`` is read where it lies (the kernel copies its rows); ``b`` is copied row-major in ``sums``."""
+    if sums not in (torch.float32, torch.float64):
+        raise ValueError(f"accumulate_matmul: sums must be torch.float32 or torch.float64, got {sums}")
     bt, m, k = a.shape
     n = b.shape[-1]
     a = a if a.dtype in (torch.float32, torch.float64) else a.to(sums)
